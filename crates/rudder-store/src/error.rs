@@ -58,6 +58,11 @@ impl StoreError {
     pub(crate) fn closed() -> Self {
         StoreError::Unavailable { message: "the store is shut down".into(), source: None }
     }
+
+    /// The remote store ended an operation (for network backends).
+    pub fn closed_by_peer(message: impl Into<String>) -> Self {
+        StoreError::Unavailable { message: message.into(), source: None }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
