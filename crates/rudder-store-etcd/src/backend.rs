@@ -94,9 +94,10 @@ fn kv_of(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
 }
 
 fn header_revision(resp: &TxnResponse) -> Result<Revision> {
-    resp.header()
-        .map(|h| h.revision())
-        .ok_or_else(|| StoreError::Unavailable { message: "etcd reply without header".into(), source: None })
+    resp.header().map(|h| h.revision()).ok_or_else(|| StoreError::Unavailable {
+        message: "etcd reply without header".into(),
+        source: None,
+    })
 }
 
 /// The current value from the `or_else` get of a failed transaction.
@@ -115,9 +116,9 @@ impl EtcdStorage {
             .with_connect_timeout(config.connect_timeout)
             .with_timeout(config.request_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let client = Client::connect(&config.endpoints, Some(options))
-            .await
-            .map_err(|e| StoreError::unavailable(format!("connecting to etcd {:?}", config.endpoints), e))?;
+        let client = Client::connect(&config.endpoints, Some(options)).await.map_err(|e| {
+            StoreError::unavailable(format!("connecting to etcd {:?}", config.endpoints), e)
+        })?;
         let store = EtcdStorage { client };
         // Fail now, not on the first request, if nothing answers.
         store.current_revision().await?;
@@ -181,7 +182,8 @@ impl Storage for EtcdStorage {
             Ok(resp) => resp,
             Err(e) => return Err(self.map_read_error(e, revision).await),
         };
-        let read_at = resp.header().map_or(revision, |h| if revision > 0 { revision } else { h.revision() });
+        let read_at =
+            resp.header().map_or(revision, |h| if revision > 0 { revision } else { h.revision() });
         let items = resp.kvs().iter().map(kv_of).collect::<Result<Vec<_>>>()?;
         let remaining = resp.count() - items.len() as i64;
         let mut page = ListPage { items, revision: read_at, ..Default::default() };
@@ -217,7 +219,12 @@ impl Storage for EtcdStorage {
             return Err(StoreError::KeyExists { key: key.to_owned() });
         }
         let revision = header_revision(&resp)?;
-        Ok(KeyValue { key: key.to_owned(), value, create_revision: revision, mod_revision: revision })
+        Ok(KeyValue {
+            key: key.to_owned(),
+            value,
+            create_revision: revision,
+            mod_revision: revision,
+        })
     }
 
     async fn update(
@@ -301,7 +308,13 @@ impl Storage for EtcdStorage {
         }
         let (watcher, stream) =
             self.client.watch_client().watch(start, Some(options)).await.map_err(unavailable)?;
-        let state = EtcdWatch { _watcher: watcher, stream, pending: Default::default(), from_revision, done: false };
+        let state = EtcdWatch {
+            _watcher: watcher,
+            stream,
+            pending: Default::default(),
+            from_revision,
+            done: false,
+        };
         Ok(WatchStream::new(futures::stream::unfold(state, |mut state| async move {
             let item = state.next().await?;
             Some((item, state))
@@ -327,9 +340,10 @@ impl Storage for EtcdStorage {
             .get(FIRST_KEY, Some(GetOptions::new().with_count_only()))
             .await
             .map_err(unavailable)?;
-        resp.header()
-            .map(|h| h.revision())
-            .ok_or_else(|| StoreError::Unavailable { message: "etcd reply without header".into(), source: None })
+        resp.header().map(|h| h.revision()).ok_or_else(|| StoreError::Unavailable {
+            message: "etcd reply without header".into(),
+            source: None,
+        })
     }
 
     async fn compacted_revision(&self) -> Result<Revision> {
@@ -405,9 +419,16 @@ fn convert(e: &etcd_client::Event) -> Result<Event> {
     Ok(match e.event_type() {
         etcd_client::EventType::Put => {
             let kv = kv_of(kv)?;
-            let event_type =
-                if kv.create_revision == kv.mod_revision { EventType::Created } else { EventType::Updated };
-            Event { event_type, kv, prev: if event_type == EventType::Created { None } else { prev } }
+            let event_type = if kv.create_revision == kv.mod_revision {
+                EventType::Created
+            } else {
+                EventType::Updated
+            };
+            Event {
+                event_type,
+                kv,
+                prev: if event_type == EventType::Created { None } else { prev },
+            }
         }
         etcd_client::EventType::Delete => Event {
             event_type: EventType::Deleted,

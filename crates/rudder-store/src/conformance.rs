@@ -203,7 +203,10 @@ pub async fn list_pages_read_one_revision(s: Store) {
     let mut pages = 1;
     while let Some(t) = token {
         let page = s
-            .list("/p/", ListOptions { limit: Some(3), continue_token: Some(t), ..Default::default() })
+            .list(
+                "/p/",
+                ListOptions { limit: Some(3), continue_token: Some(t), ..Default::default() },
+            )
             .await
             .unwrap();
         assert_eq!(page.revision, snapshot, "every page reads the first page's revision");
@@ -227,7 +230,9 @@ pub async fn list_pages_read_one_revision(s: Store) {
     assert!(keys(&now.items).contains(&"/p/k035"));
     assert!(!keys(&now.items).contains(&"/p/k05"));
 
-    match s.list("/p/", ListOptions { continue_token: Some("garbage".into()), ..Default::default() }).await
+    match s
+        .list("/p/", ListOptions { continue_token: Some("garbage".into()), ..Default::default() })
+        .await
     {
         Err(StoreError::InvalidContinue { .. }) => {}
         other => panic!("expected InvalidContinue, got {other:?}"),
@@ -242,7 +247,8 @@ pub async fn list_at_an_old_revision(s: Store) {
     s.delete("/o/b", None).await.unwrap();
     s.create("/o/c", v("c1")).await.unwrap();
 
-    let old = s.list("/o/", ListOptions { revision: Some(at), ..Default::default() }).await.unwrap();
+    let old =
+        s.list("/o/", ListOptions { revision: Some(at), ..Default::default() }).await.unwrap();
     assert_eq!(old.revision, at);
     assert_eq!(keys(&old.items), ["/o/a", "/o/b"]);
     assert_eq!(old.items[0].value, v("a1"));
@@ -345,7 +351,8 @@ pub async fn compaction_bounds_reads_and_watches(s: Store) {
         Err(StoreError::Compacted { .. }) => {}
         other => panic!("expected Compacted, got {other:?}"),
     }
-    let at_page = s.list("/c/", ListOptions { revision: Some(at), ..Default::default() }).await.unwrap();
+    let at_page =
+        s.list("/c/", ListOptions { revision: Some(at), ..Default::default() }).await.unwrap();
     assert_eq!(keys(&at_page.items), ["/c/a"]);
     assert_eq!(at_page.items[0], a2);
     let now = s.list("/c/", ListOptions::default()).await.unwrap();
@@ -415,7 +422,8 @@ pub async fn concurrent_writers_never_skip_or_repeat_revisions(s: Store) {
                     revisions.push(d.revision);
                     kv = s.create(&key, Bytes::from(format!("{i}"))).await.unwrap();
                 } else {
-                    kv = s.update(&key, Bytes::from(format!("{i}")), kv.mod_revision).await.unwrap();
+                    kv =
+                        s.update(&key, Bytes::from(format!("{i}")), kv.mod_revision).await.unwrap();
                 }
                 revisions.push(kv.mod_revision);
             }
@@ -439,7 +447,11 @@ pub async fn concurrent_writers_never_skip_or_repeat_revisions(s: Store) {
     while seen.len() < total {
         seen.push(next_event(&mut w).await.revision());
     }
-    assert_eq!(seen, expected.into_iter().collect::<Vec<_>>(), "the watch sees every write in order");
+    assert_eq!(
+        seen,
+        expected.into_iter().collect::<Vec<_>>(),
+        "the watch sees every write in order"
+    );
 }
 
 pub async fn rejects_oversized_values_and_bad_keys(s: Store) {

@@ -38,7 +38,8 @@ pub fn decode(prefix: &str, token: &str) -> Result<Continue> {
     let bytes = URL_SAFE_NO_PAD
         .decode(token.trim_end_matches('='))
         .map_err(|_| invalid("not base64url"))?;
-    let token: Token = serde_json::from_slice(&bytes).map_err(|_| invalid("not a continue token"))?;
+    let token: Token =
+        serde_json::from_slice(&bytes).map_err(|_| invalid("not a continue token"))?;
     if token.v != VERSION {
         return Err(invalid("unknown token version"));
     }

@@ -25,7 +25,9 @@ pub enum StoreError {
     #[error("revision {requested} is in the future (current revision: {current})")]
     FutureRevision { requested: Revision, current: Revision },
 
-    #[error("value for key {key:?} is {size_bytes} bytes, larger than the limit of {limit_bytes} bytes")]
+    #[error(
+        "value for key {key:?} is {size_bytes} bytes, larger than the limit of {limit_bytes} bytes"
+    )]
     ValueTooLarge { key: String, size_bytes: usize, limit_bytes: usize },
 
     #[error("invalid key {key:?}: {reason}")]

@@ -12,8 +12,8 @@ use crate::continue_token;
 use crate::error::{Result, StoreError};
 use crate::storage::{Storage, WatchStream};
 use crate::types::{
-    Deleted, Event, KeyValue, ListOptions, ListPage, Revision, event_for, prefix_end,
-    validate_key, validate_prefix, validate_value,
+    Deleted, Event, KeyValue, ListOptions, ListPage, Revision, event_for, prefix_end, validate_key,
+    validate_prefix, validate_value,
 };
 use crate::watch_hub::{DEFAULT_WATCH_BUFFER_BATCHES, EventLog, WatchHub};
 
@@ -57,8 +57,12 @@ impl State {
             None => self.current.remove(&row.key),
         };
         self.versions.entry(row.key.clone()).or_default().push(revision);
-        let event =
-            event_for(row.key.clone(), revision, row.value.clone().map(|v| (v, row.create_revision)), prev);
+        let event = event_for(
+            row.key.clone(),
+            revision,
+            row.value.clone().map(|v| (v, row.create_revision)),
+            prev,
+        );
         self.log.insert(revision, row);
         event
     }
@@ -171,10 +175,15 @@ impl Storage for MemoryStorage {
                 let c = continue_token::decode(prefix, token)?;
                 (c.revision, c.start)
             }
-            None => (options.revision.filter(|r| *r > 0).unwrap_or(state.revision), prefix.to_owned()),
+            None => {
+                (options.revision.filter(|r| *r > 0).unwrap_or(state.revision), prefix.to_owned())
+            }
         };
         if revision > state.revision {
-            return Err(StoreError::FutureRevision { requested: revision, current: state.revision });
+            return Err(StoreError::FutureRevision {
+                requested: revision,
+                current: state.revision,
+            });
         }
         if revision < state.compacted {
             return Err(StoreError::Compacted { requested: revision, compacted: state.compacted });
@@ -186,14 +195,18 @@ impl Storage for MemoryStorage {
             Box::new(state.current.range::<str, _>(range).filter_map(|(_, r)| state.kv(*r)))
         } else {
             Box::new(
-                state.versions.range::<str, _>(range).filter_map(|(k, _)| state.visible_at(k, revision)),
+                state
+                    .versions
+                    .range::<str, _>(range)
+                    .filter_map(|(k, _)| state.visible_at(k, revision)),
             )
         };
         let limit = options.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
         let items: Vec<KeyValue> = matching.by_ref().take(limit).collect();
         let remaining = matching.count() as i64;
-        let continue_token = (remaining > 0)
-            .then(|| continue_token::encode(prefix, &items.last().expect("limit >= 1").key, revision));
+        let continue_token = (remaining > 0).then(|| {
+            continue_token::encode(prefix, &items.last().expect("limit >= 1").key, revision)
+        });
         Ok(ListPage {
             items,
             revision,
@@ -216,7 +229,8 @@ impl Storage for MemoryStorage {
                 return Err(StoreError::KeyExists { key: key.to_owned() });
             }
             let create_revision = state.revision + 1;
-            let row = Row { key: key.to_owned(), value: Some(value), create_revision, prev_revision: 0 };
+            let row =
+                Row { key: key.to_owned(), value: Some(value), create_revision, prev_revision: 0 };
             let event = state.append(row);
             Ok((event.kv.clone(), event))
         })
@@ -289,7 +303,10 @@ impl Storage for MemoryStorage {
     async fn compact(&self, revision: Revision) -> Result<()> {
         let mut state = self.inner.state.lock().expect("memory store lock");
         if revision > state.revision {
-            return Err(StoreError::FutureRevision { requested: revision, current: state.revision });
+            return Err(StoreError::FutureRevision {
+                requested: revision,
+                current: state.revision,
+            });
         }
         if revision <= state.compacted {
             return Err(StoreError::Compacted { requested: revision, compacted: state.compacted });

@@ -39,8 +39,12 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Replaces the value of `key` if its mod revision is `expected_mod_revision`; fails
     /// with `Conflict` (carrying the current value) otherwise, `NotFound` if absent.
-    async fn update(&self, key: &str, value: Bytes, expected_mod_revision: Revision)
-    -> Result<KeyValue>;
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected_mod_revision: Revision,
+    ) -> Result<KeyValue>;
 
     /// Deletes `key`, if `expected_mod_revision` is `None` or matches.
     async fn delete(&self, key: &str, expected_mod_revision: Option<Revision>) -> Result<Deleted>;

@@ -54,10 +54,8 @@ async fn main() {
                     }
                     _ => {
                         let cur = store.get(&key).await.unwrap().unwrap();
-                        let kv = store
-                            .update(&key, Bytes::from(value), cur.mod_revision)
-                            .await
-                            .unwrap();
+                        let kv =
+                            store.update(&key, Bytes::from(value), cur.mod_revision).await.unwrap();
                         ack(kv.mod_revision, "put", &key, len);
                     }
                 }

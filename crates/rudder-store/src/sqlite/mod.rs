@@ -193,12 +193,10 @@ impl SqliteStorage {
 fn lock_file(path: &Path) -> Result<File> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| StoreError::unavailable(format!("opening {}", Path::new(&lock_path).display()), e))?;
+    let file =
+        File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| {
+            StoreError::unavailable(format!("opening {}", Path::new(&lock_path).display()), e)
+        })?;
     file.try_lock().map_err(|e| {
         StoreError::unavailable(format!("{} is in use by another process", path.display()), e)
     })?;

@@ -116,7 +116,8 @@ impl Writer {
         let mut results = Vec::with_capacity(batch.len());
         let mut events = Vec::new();
         let outcome = (|| -> Result<()> {
-            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx =
+                self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for req in &batch {
                 let result = apply(&tx, &req.op, &mut self.revision, &mut self.compacted);
                 if let Ok((_, Some(event))) = &result {
@@ -302,7 +303,14 @@ fn insert_log(
         "INSERT INTO log (revision, key, deleted, create_revision, prev_revision, value)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(rusqlite::params![revision, key, deleted, create_revision, prev_revision, value])?;
+    .execute(rusqlite::params![
+        revision,
+        key,
+        deleted,
+        create_revision,
+        prev_revision,
+        value
+    ])?;
     Ok(())
 }
 

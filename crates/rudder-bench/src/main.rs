@@ -1,0 +1,35 @@
+//! `rudder-bench <suite>`: runs one benchmark suite and prints one line per figure:
+//! `BENCH <suite>.<subject>.<metric> <value> <unit>`. Every suite measures its comparison
+//! (another backend, a bare baseline) in the same run.
+
+mod report;
+mod store;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "usage: rudder-bench <suite> [options]
+
+suites:
+  store [--backends sqlite,etcd] [--seconds N]
+      durable writes/s and p50/p99 latency at 1, 16 and 128 concurrent writers, reads/s,
+      and watch delivery p99 with 1,000 watchers, per backend";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(suite) = args.first() else {
+        eprintln!("{USAGE}");
+        bail!("no suite given");
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match suite.as_str() {
+        "store" => runtime.block_on(store::run(store::Options::parse(&args[1..])?)),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprintln!("{USAGE}");
+            bail!("unknown suite {other:?}")
+        }
+    }
+}
