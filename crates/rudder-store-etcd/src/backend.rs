@@ -110,6 +110,17 @@ fn current_of(resp: &TxnResponse) -> Result<Option<KeyValue>> {
     Ok(None)
 }
 
+/// The error for a compare-and-swap transaction whose comparison failed: the key is gone,
+/// or it has another mod revision (the `or_else` get returned it).
+fn precondition_failed(resp: &TxnResponse, key: &str, expected: Revision) -> Result<StoreError> {
+    Ok(match current_of(resp)? {
+        None => StoreError::NotFound { key: key.to_owned() },
+        Some(current) => {
+            StoreError::Conflict { key: key.to_owned(), expected, current: Some(Box::new(current)) }
+        }
+    })
+}
+
 impl EtcdStorage {
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
         let options = ConnectOptions::new()
@@ -244,14 +255,7 @@ impl Storage for EtcdStorage {
             .or_else([TxnOp::get(key, None)]);
         let resp = self.txn(key, txn).await?;
         if !resp.succeeded() {
-            return Err(match current_of(&resp)? {
-                None => StoreError::NotFound { key: key.to_owned() },
-                Some(current) => StoreError::Conflict {
-                    key: key.to_owned(),
-                    expected: expected_mod_revision,
-                    current: Some(Box::new(current)),
-                },
-            });
+            return Err(precondition_failed(&resp, key, expected_mod_revision)?);
         }
         let revision = header_revision(&resp)?;
         let create_revision = resp
@@ -277,14 +281,7 @@ impl Storage for EtcdStorage {
             .or_else([TxnOp::get(key, None)]);
         let resp = self.txn(key, txn).await?;
         if !resp.succeeded() {
-            return Err(match current_of(&resp)? {
-                None => StoreError::NotFound { key: key.to_owned() },
-                Some(current) => StoreError::Conflict {
-                    key: key.to_owned(),
-                    expected: expected_mod_revision.unwrap_or(0),
-                    current: Some(Box::new(current)),
-                },
-            });
+            return Err(precondition_failed(&resp, key, expected_mod_revision.unwrap_or(0))?);
         }
         let revision = header_revision(&resp)?;
         let prev = resp
