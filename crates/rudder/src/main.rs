@@ -1,7 +1,12 @@
-//! `rudder`: one binary for the whole system. Subcommands are added as their components
-//! land (see ARCHITECTURE.md); today only `version` exists.
+//! `rudder`: one binary for the whole system. Subcommands arrive as their components land
+//! (see ARCHITECTURE.md).
 
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use rudder_apiserver::{Datastore, ServerConfig};
 
 /// The Kubernetes version rudder's API reports and follows.
 const KUBERNETES_VERSION: &str = "v1.33.0";
@@ -17,17 +22,77 @@ struct Cli {
     command: Command,
 }
 
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/rudder")
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Print rudder's version and the Kubernetes API version it implements.
     Version,
+    /// Run the API server on the store (HTTPS; writes an admin kubeconfig to the data dir).
+    Server {
+        /// Where state, certificates and the admin kubeconfig live.
+        #[arg(long, default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind_address: IpAddr,
+        /// HTTPS port (0 picks a free one).
+        #[arg(long, default_value_t = 6443)]
+        port: u16,
+        /// `sqlite` (embedded, default) or `etcd://host:port[,host:port...]`.
+        #[arg(long, default_value = "sqlite")]
+        datastore: Datastore,
+    },
+    /// Print the admin kubeconfig of a server's data dir.
+    Kubeconfig {
+        #[arg(long, default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match cli.command {
         Command::Version => {
             println!("rudder {} (Kubernetes {KUBERNETES_VERSION})", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Kubeconfig { data_dir } => {
+            let path = rudder_apiserver::server::kubeconfig_path(&data_dir);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!("reading {} (has `rudder server` run with this data dir?)", path.display())
+            })?;
+            print!("{text}");
+            Ok(())
+        }
+        Command::Server { data_dir, bind_address, port, datastore } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("RUDDER_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let config = ServerConfig { data_dir, bind_address, port, datastore };
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let server = tokio::spawn(rudder_apiserver::run(config, tx));
+                if let Ok(started) = rx.await {
+                    println!("rudder API server listening on https://{}", started.address);
+                    println!("admin kubeconfig: {}", started.kubeconfig.display());
+                    println!(
+                        "try: KUBECONFIG={} kubectl get namespaces",
+                        started.kubeconfig.display()
+                    );
+                }
+                tokio::select! {
+                    result = server => result.context("server task")?.context("API server"),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            })
         }
     }
-    Ok(())
 }

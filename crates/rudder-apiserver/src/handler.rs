@@ -1,0 +1,280 @@
+//! The HTTP surface: health and version, discovery, and every resource verb.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use crate::discovery;
+use crate::registry::{Registry, Written};
+use crate::request::{Query, Target, parse_target};
+use crate::status::ApiError;
+use crate::table;
+use crate::tls::Identity;
+use crate::watch;
+
+/// Largest request body accepted (upstream's limit).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+pub struct AppState {
+    pub registry: Registry,
+    /// `host:port` clients use, for `/api`'s serverAddressByClientCIDRs.
+    pub server_address: String,
+}
+
+fn json_response(code: StatusCode, value: &Value) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(value).expect("JSON"))
+        .into_response()
+}
+
+pub fn version_info() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": "v1.33.0",
+        "gitCommit": "rudder",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": concat!("rudder ", env!("CARGO_PKG_VERSION")),
+        "compiler": "rustc",
+        "platform": "linux/amd64",
+    })
+}
+
+pub async fn handle(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    match dispatch(&app, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dispatch(app: &AppState, req: Request) -> Result<Response, ApiError> {
+    let path = req.uri().path().to_owned();
+    let accept =
+        req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let get = req.method() == Method::GET;
+    match segments.as_slice() {
+        ["version"] if get => return Ok(json_response(StatusCode::OK, &version_info())),
+        [check @ ("healthz" | "livez" | "readyz")] if get => {
+            let verbose = req.uri().query().is_some_and(|q| q.contains("verbose"));
+            let body = if verbose {
+                format!("[+]ping ok\n[+]log ok\n[+]storage ok\n{check} check passed\n")
+            } else {
+                "ok".to_owned()
+            };
+            return Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                body,
+            )
+                .into_response());
+        }
+        ["api"] if get => {
+            return Ok(if discovery::wants_aggregated(&accept) {
+                aggregated(discovery::aggregated(true))
+            } else {
+                json_response(StatusCode::OK, &discovery::api_versions(&app.server_address))
+            });
+        }
+        ["apis"] if get => {
+            return Ok(if discovery::wants_aggregated(&accept) {
+                aggregated(discovery::aggregated(false))
+            } else {
+                json_response(StatusCode::OK, &discovery::api_group_list())
+            });
+        }
+        ["apis", group] if get => {
+            let doc = discovery::api_group_doc(group).ok_or_else(ApiError::route_not_found)?;
+            return Ok(json_response(StatusCode::OK, &doc));
+        }
+        ["api", "v1"] if get => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &discovery::api_resource_list("", "v1").expect("core/v1"),
+            ));
+        }
+        ["apis", group, version] if get => {
+            let doc = discovery::api_resource_list(group, version)
+                .ok_or_else(ApiError::route_not_found)?;
+            return Ok(json_response(StatusCode::OK, &doc));
+        }
+        _ => {}
+    }
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", "v1", rest @ ..] if !rest.is_empty() => ("", "v1", rest),
+        ["apis", group, version, rest @ ..] if !rest.is_empty() => (*group, *version, rest),
+        _ => return Err(ApiError::route_not_found()),
+    };
+    if req.extensions().get::<Identity>().is_none() {
+        return Err(ApiError::unauthorized());
+    }
+    let target = parse_target(group, version, rest)?;
+    let query = Query::parse(req.uri().query())?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let method = req.method().clone();
+    if matches!(method, Method::POST | Method::PUT) {
+        check_body_media_type(&content_type)?;
+    }
+    let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|_| {
+        ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {MAX_BODY_BYTES}"),
+        )
+    })?;
+    resource(app, &target, &query, &method, &accept, &content_type, &body).await
+}
+
+/// Bodies are JSON. Clients that try protobuf or CBOR first (kubectl 1.33 does) get 415
+/// and fall back to JSON.
+fn check_body_media_type(content_type: &str) -> Result<(), ApiError> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        "" | "application/json" | "*/*" => Ok(()),
+        other => Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json (got {other})"
+            ),
+        )),
+    }
+}
+
+fn aggregated(doc: Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, discovery::AGGREGATED_V2)],
+        serde_json::to_vec(&doc).expect("JSON"),
+    )
+        .into_response()
+}
+
+fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
+    match (method.as_str(), t.name.is_some()) {
+        ("GET", _) if q.watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    }
+}
+
+fn written(w: Written) -> Response {
+    let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+    json_response(code, &w.object)
+}
+
+async fn resource(
+    app: &AppState,
+    t: &Target,
+    q: &Query,
+    method: &Method,
+    accept: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let verb = verb_of(method, t, q);
+    let span = tracing::debug_span!("request", verb, resource = t.info.plural, namespace = ?t.namespace, name = ?t.name);
+    resource_verb(app, t, q, verb, accept, content_type, body).instrument(span).await
+}
+
+async fn resource_verb(
+    app: &AppState,
+    t: &Target,
+    q: &Query,
+    verb: &'static str,
+    accept: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let reg = &app.registry;
+    let subresource = t.subresource.as_deref();
+    match subresource {
+        None | Some("status") => {}
+        Some(sub) => {
+            return Err(ApiError::new(
+                501,
+                "NotImplemented",
+                format!(
+                    "the {sub} subresource of {} is not implemented by rudder yet",
+                    t.info.plural
+                ),
+            ));
+        }
+    }
+    let allowed = match (verb, subresource) {
+        (_, Some("status")) => matches!(verb, "get" | "update" | "patch"),
+        ("unknown", _) => false,
+        (v, None) => t.info.has_verb(v),
+        _ => false,
+    };
+    if !allowed {
+        return Err(ApiError::method_not_allowed(verb, t.info));
+    }
+    let as_table = table::wants_table(accept);
+    match verb {
+        "get" => {
+            let obj = reg.get(t).await?;
+            if as_table {
+                let meta = json!({ "resourceVersion": crate::object::meta_str(&obj, "resourceVersion").unwrap_or_default() });
+                let tbl = table::table(
+                    t.info,
+                    &[obj],
+                    meta,
+                    reg.clock.now(),
+                    q.include_object.as_deref(),
+                    true,
+                );
+                return Ok(json_response(StatusCode::OK, &tbl));
+            }
+            Ok(json_response(StatusCode::OK, &obj))
+        }
+        "list" => {
+            let list = reg.list(t, q).await?;
+            if as_table {
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                let tbl = table::table(
+                    t.info,
+                    &items,
+                    list["metadata"].clone(),
+                    reg.clock.now(),
+                    q.include_object.as_deref(),
+                    true,
+                );
+                return Ok(json_response(StatusCode::OK, &tbl));
+            }
+            Ok(json_response(StatusCode::OK, &list))
+        }
+        "watch" => watch::watch(reg, t, q, as_table).await,
+        "create" => Ok(written(reg.create(t, body, q).await?)),
+        "update" => Ok(written(reg.update(t, body, q).await?)),
+        "patch" => Ok(written(reg.patch(t, body, content_type, q).await?)),
+        "delete" => Ok(json_response(StatusCode::OK, &reg.delete(t, body, q).await?)),
+        "deletecollection" => {
+            Ok(json_response(StatusCode::OK, &reg.delete_collection(t, body, q).await?))
+        }
+        _ => Err(ApiError::method_not_allowed(verb, t.info)),
+    }
+}
+
+/// The router: everything goes through [`handle`].
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    axum::Router::new()
+        .fallback(handle)
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}

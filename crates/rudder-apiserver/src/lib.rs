@@ -1,0 +1,27 @@
+//! rudder's API server: the Kubernetes REST API on the store.
+//!
+//! Request path: `server` (TLS, HTTP/2 + HTTP/1.1, client-certificate identity) ->
+//! `handler` (routing: health, version, `discovery`, resource verbs) -> `registry` (every
+//! verb once, on JSON objects, with per-kind `strategy`) -> the `Storage` trait. Responses
+//! are objects, lists, `table`s or `watch` streams; errors become `Status` in `status`.
+
+pub mod clock;
+pub mod discovery;
+pub mod handler;
+pub mod kubeconfig;
+pub mod object;
+pub mod patch;
+pub mod pki;
+pub mod registry;
+pub mod request;
+pub mod selectors;
+pub mod server;
+mod smp;
+pub mod status;
+pub mod strategy;
+pub mod table;
+pub mod tls;
+pub mod validation;
+pub mod watch;
+
+pub use server::{Datastore, ServerConfig, ServerError, Started, run};

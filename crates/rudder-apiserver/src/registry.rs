@@ -1,0 +1,438 @@
+//! The generic registry: every verb implemented once for every resource, on JSON objects.
+//! Kind-specific behaviour (defaulting, status handling) comes from `strategy`.
+
+use std::sync::Arc;
+
+use rudder_api::ResourceInfo;
+use rudder_store::{ListOptions, Storage, StoreError};
+use serde_json::{Value, json};
+
+use crate::clock::{Clock, rfc3339};
+use crate::object::{self, decode, encode, key, meta_mut, prefix};
+use crate::request::{Query, Target};
+use crate::selectors::Filter;
+use crate::status::{ApiError, success};
+use crate::{strategy, validation};
+
+/// Attempts at a read-modify-write before a conflict is reported.
+const UPDATE_RETRIES: usize = 5;
+/// Largest page a list returns when the client sets no limit... none: upstream returns all.
+const STORE_PAGE: usize = 500;
+
+#[derive(Clone)]
+pub struct Registry {
+    pub store: Arc<dyn Storage>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The result of a write: the object and whether it was created (201) or not (200).
+pub struct Written {
+    pub object: Value,
+    pub created: bool,
+}
+
+fn expect_object(body: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("the body of the request was in an unknown format: {e}"))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// Checks (and fills in) apiVersion and kind against the URL's resource.
+fn check_type(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
+    let expected = info.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => obj["apiVersion"] = json!(expected),
+        Some(v) if v == expected => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({expected})"
+            )));
+        }
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        None | Some("") => obj["kind"] = json!(info.kind),
+        Some(k) if k == info.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                info.kind
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn parse_revision(rv: &str) -> Result<i64, ApiError> {
+    rv.parse::<i64>()
+        .ok()
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
+}
+
+impl Registry {
+    async fn check_namespace(&self, namespace: &str, creating: bool) -> Result<(), ApiError> {
+        let ns_info =
+            rudder_api::resources::find("", "v1", "namespaces").expect("namespaces exist");
+        let kv = self
+            .store
+            .get(&key(ns_info, None, namespace))
+            .await
+            .map_err(|e| ApiError::from_store(e, ns_info, namespace))?;
+        let Some(kv) = kv else { return Err(ApiError::namespace_not_found(namespace)) };
+        if creating {
+            let ns = decode(&kv)?;
+            if object::meta_str(&ns, "deletionTimestamp").is_some()
+                || object::path(&ns, "status.phase").and_then(Value::as_str) == Some("Terminating")
+            {
+                return Err(ApiError::forbidden(format!(
+                    "unable to create new content in namespace {namespace} because it is being terminated"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, t: &Target) -> Result<Value, ApiError> {
+        let name = t.name.as_deref().ok_or_else(ApiError::route_not_found)?;
+        let kv = self
+            .store
+            .get(&key(t.info, t.namespace.as_deref(), name))
+            .await
+            .map_err(|e| ApiError::from_store(e, t.info, name))?;
+        match kv {
+            Some(kv) => decode(&kv),
+            None => Err(ApiError::not_found(t.info, name)),
+        }
+    }
+
+    pub async fn create(&self, t: &Target, body: &[u8], q: &Query) -> Result<Written, ApiError> {
+        let info = t.info;
+        let mut obj = expect_object(body)?;
+        check_type(info, &mut obj)?;
+        if info.namespaced {
+            let url_ns = t.namespace.clone().ok_or_else(ApiError::route_not_found)?;
+            match object::meta_str(&obj, "namespace").filter(|n| !n.is_empty()) {
+                Some(ns) if ns != url_ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => {}
+            }
+            meta_mut(&mut obj).insert("namespace".into(), json!(url_ns));
+            self.check_namespace(&url_ns, true).await?;
+        } else {
+            meta_mut(&mut obj).remove("namespace");
+        }
+        let generate_name =
+            object::meta_str(&obj, "generateName").filter(|g| !g.is_empty()).map(str::to_owned);
+        if object::name(&obj).is_none()
+            && let Some(base) = &generate_name
+        {
+            meta_mut(&mut obj)
+                .insert("name".into(), json!(format!("{base}{}", object::name_suffix())));
+        }
+        let now = rfc3339(self.clock.now());
+        {
+            let m = meta_mut(&mut obj);
+            m.insert("uid".into(), json!(object::new_uid()));
+            m.insert("creationTimestamp".into(), json!(now));
+            m.remove("resourceVersion");
+            m.remove("deletionTimestamp");
+            m.remove("deletionGracePeriodSeconds");
+            m.remove("selfLink");
+        }
+        strategy::prepare_for_create(info, &mut obj);
+        let mut errors = validation::validate_metadata(info, &obj);
+        errors.extend(strategy::validate(info, &obj));
+        let name = object::name(&obj).unwrap_or_default().to_owned();
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(info, &name, &errors));
+        }
+        if q.dry_run {
+            return Ok(Written { object: obj, created: true });
+        }
+        for attempt in 0.. {
+            let name = object::name(&obj).unwrap_or_default().to_owned();
+            let k = key(info, t.namespace.as_deref(), &name);
+            match self.store.create(&k, encode(&obj)).await {
+                Ok(kv) => return Ok(Written { object: decode(&kv)?, created: true }),
+                Err(StoreError::KeyExists { .. }) if generate_name.is_some() && attempt < 5 => {
+                    let base = generate_name.as_deref().unwrap_or_default();
+                    meta_mut(&mut obj)
+                        .insert("name".into(), json!(format!("{base}{}", object::name_suffix())));
+                }
+                Err(e) => return Err(ApiError::from_store(e, info, &name)),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    pub async fn list(&self, t: &Target, q: &Query) -> Result<Value, ApiError> {
+        let info = t.info;
+        let filter = Filter::parse(q.label_selector.as_deref(), q.field_selector.as_deref())?;
+        if q.continue_token.is_some() && q.resource_version.as_deref().is_some_and(|rv| rv != "0") {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+        let revision = match (q.resource_version.as_deref(), q.resource_version_match.as_deref()) {
+            (Some(rv), Some("Exact")) => Some(parse_revision(rv)?),
+            (Some(rv), _) => {
+                parse_revision(rv)?;
+                None
+            }
+            _ => None,
+        };
+        let prefix = prefix(info, t.namespace.as_deref());
+        let want = q.limit.unwrap_or(usize::MAX);
+        let mut items = Vec::new();
+        let mut token = q.continue_token.clone();
+        let (read_at, remaining) = loop {
+            let options = ListOptions {
+                revision,
+                limit: Some(STORE_PAGE.min(want.saturating_sub(items.len())).max(1)),
+                continue_token: token.clone(),
+            };
+            let page = self
+                .store
+                .list(&prefix, options)
+                .await
+                .map_err(|e| ApiError::from_store(e, info, ""))?;
+            for kv in &page.items {
+                let obj = decode(kv)?;
+                if filter.matches(&obj) {
+                    items.push(obj);
+                }
+            }
+            token = page.continue_token;
+            if token.is_none() || items.len() >= want {
+                break (page.revision, page.remaining_item_count);
+            }
+        };
+        let mut metadata = json!({ "resourceVersion": read_at.to_string() });
+        if let Some(token) = &token {
+            metadata["continue"] = json!(token);
+            if filter.labels.is_empty()
+                && let Some(r) = remaining
+            {
+                metadata["remainingItemCount"] = json!(r);
+            }
+        }
+        Ok(json!({
+            "kind": format!("{}List", info.kind),
+            "apiVersion": info.api_version(),
+            "metadata": metadata,
+            "items": items,
+        }))
+    }
+
+    /// PUT: replaces the object (or its status) under optimistic concurrency.
+    pub async fn update(&self, t: &Target, body: &[u8], q: &Query) -> Result<Written, ApiError> {
+        let mut new = expect_object(body)?;
+        check_type(t.info, &mut new)?;
+        let name = t.name.as_deref().ok_or_else(ApiError::route_not_found)?;
+        if let Some(body_name) = object::name(&new)
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let precondition = match object::meta_str(&new, "resourceVersion").filter(|r| !r.is_empty())
+        {
+            Some(rv) => Some(parse_revision(rv)?),
+            None => None,
+        };
+        self.write(t, q, precondition, move |_| Ok(new.clone())).await
+    }
+
+    /// PATCH: applies `patch` of `content_type` to the current object, then writes it.
+    pub async fn patch(
+        &self,
+        t: &Target,
+        body: &[u8],
+        content_type: &str,
+        q: &Query,
+    ) -> Result<Written, ApiError> {
+        let patch: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+        let kind = crate::patch::PatchKind::from_content_type(content_type)?;
+        let precondition = object::path(&patch, "metadata.resourceVersion")
+            .and_then(Value::as_str)
+            .map(parse_revision)
+            .transpose()?;
+        self.write(t, q, precondition, move |current| crate::patch::apply(kind, current, &patch))
+            .await
+    }
+
+    /// Read-modify-write of one object: `change` computes the new object from the current
+    /// one; the write is a compare-and-swap on the current revision, retried on races unless
+    /// the client gave a resourceVersion precondition.
+    async fn write(
+        &self,
+        t: &Target,
+        q: &Query,
+        precondition: Option<i64>,
+        change: impl Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Written, ApiError> {
+        let info = t.info;
+        let name = t.name.as_deref().ok_or_else(ApiError::route_not_found)?;
+        let k = key(info, t.namespace.as_deref(), name);
+        for _ in 0..UPDATE_RETRIES {
+            let kv = self
+                .store
+                .get(&k)
+                .await
+                .map_err(|e| ApiError::from_store(e, info, name))?
+                .ok_or_else(|| ApiError::not_found(info, name))?;
+            if precondition.is_some_and(|p| p != kv.mod_revision) {
+                return Err(ApiError::conflict(info, name));
+            }
+            let current = decode(&kv)?;
+            let mut new = change(&current)?;
+            check_type(info, &mut new)?;
+            strategy::prepare_for_update(info, t.subresource.as_deref(), &current, &mut new);
+            let mut errors = validation::validate_metadata(info, &new);
+            errors.extend(strategy::validate(info, &new));
+            if !errors.is_empty() {
+                return Err(ApiError::invalid(info, name, &errors));
+            }
+            // An object whose deletion only waited for finalizers goes once they are gone.
+            if object::meta_str(&new, "deletionTimestamp").is_some()
+                && object::finalizers(&new).is_empty()
+            {
+                if q.dry_run {
+                    return Ok(Written { object: new, created: false });
+                }
+                return match self.store.delete(&k, Some(kv.mod_revision)).await {
+                    Ok(_) => Ok(Written { object: new, created: false }),
+                    Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+                    Err(e) => Err(ApiError::from_store(e, info, name)),
+                };
+            }
+            if new == current {
+                return Ok(Written { object: current, created: false });
+            }
+            if q.dry_run {
+                return Ok(Written { object: new, created: false });
+            }
+            match self.store.update(&k, encode(&new), kv.mod_revision).await {
+                Ok(kv) => return Ok(Written { object: decode(&kv)?, created: false }),
+                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+                Err(e) => return Err(ApiError::from_store(e, info, name)),
+            }
+        }
+        Err(ApiError::conflict(info, name))
+    }
+
+    /// DELETE of one object. Objects with finalizers (and namespaces, which empty
+    /// themselves first) are marked with a deletionTimestamp and returned; others are
+    /// removed and a `Status` is returned.
+    pub async fn delete(&self, t: &Target, body: &[u8], q: &Query) -> Result<Value, ApiError> {
+        let info = t.info;
+        let name = t.name.as_deref().ok_or_else(ApiError::route_not_found)?;
+        let options: Value = if body.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        };
+        let k = key(info, t.namespace.as_deref(), name);
+        for _ in 0..UPDATE_RETRIES {
+            let kv = self
+                .store
+                .get(&k)
+                .await
+                .map_err(|e| ApiError::from_store(e, info, name))?
+                .ok_or_else(|| ApiError::not_found(info, name))?;
+            let current = decode(&kv)?;
+            if let Some(uid) = object::path(&options, "preconditions.uid").and_then(Value::as_str)
+                && object::meta_str(&current, "uid") != Some(uid)
+            {
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        object::meta_str(&current, "uid").unwrap_or_default()
+                    ),
+                ));
+            }
+            if let Some(rv) =
+                object::path(&options, "preconditions.resourceVersion").and_then(Value::as_str)
+                && parse_revision(rv)? != kv.mod_revision
+            {
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        kv.mod_revision
+                    ),
+                ));
+            }
+            let mut marked = current.clone();
+            let policy = options.get("propagationPolicy").and_then(Value::as_str);
+            let graceful = strategy::prepare_for_delete(info, &mut marked, policy);
+            if graceful || !object::finalizers(&marked).is_empty() {
+                if object::meta_str(&current, "deletionTimestamp").is_none() {
+                    meta_mut(&mut marked)
+                        .insert("deletionTimestamp".into(), json!(rfc3339(self.clock.now())));
+                    meta_mut(&mut marked).insert("deletionGracePeriodSeconds".into(), json!(0));
+                }
+                if marked == current || q.dry_run {
+                    return Ok(marked);
+                }
+                return match self.store.update(&k, encode(&marked), kv.mod_revision).await {
+                    Ok(kv) => decode(&kv),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => Err(ApiError::from_store(e, info, name)),
+                };
+            }
+            if q.dry_run {
+                return Ok(success(info, name, object::meta_str(&current, "uid")));
+            }
+            return match self.store.delete(&k, Some(kv.mod_revision)).await {
+                Ok(_) => Ok(success(info, name, object::meta_str(&current, "uid"))),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => Err(ApiError::from_store(e, info, name)),
+            };
+        }
+        Err(ApiError::conflict(info, name))
+    }
+
+    /// DELETE of a collection: every object the selectors match.
+    pub async fn delete_collection(
+        &self,
+        t: &Target,
+        body: &[u8],
+        q: &Query,
+    ) -> Result<Value, ApiError> {
+        let list = self.list(t, q).await?;
+        let mut deleted = Vec::new();
+        for item in list["items"].as_array().cloned().unwrap_or_default() {
+            let target = Target {
+                info: t.info,
+                namespace: object::meta_str(&item, "namespace").map(str::to_owned),
+                name: object::name(&item).map(str::to_owned),
+                subresource: None,
+            };
+            match self.delete(&target, body, q).await {
+                Ok(_) => deleted.push(item),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(json!({
+            "kind": format!("{}List", t.info.kind),
+            "apiVersion": t.info.api_version(),
+            "metadata": { "resourceVersion": list["metadata"]["resourceVersion"] },
+            "items": deleted,
+        }))
+    }
+}

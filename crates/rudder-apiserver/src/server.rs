@@ -1,0 +1,214 @@
+//! `rudder server`: opens the store, makes sure the PKI, kubeconfig and default namespaces
+//! exist, and serves the API over TLS (HTTP/2 and HTTP/1.1).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rudder_store::{SqliteConfig, SqliteStorage, Storage};
+use rudder_store_etcd::{EtcdConfig, EtcdStorage};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::clock::{Clock, SystemClock};
+use crate::handler::{AppState, router};
+use crate::pki::{Pki, serving_names};
+use crate::registry::Registry;
+use crate::request::{Query, parse_target};
+use crate::tls::Identity;
+
+/// Where the state lives.
+#[derive(Clone, Debug)]
+pub enum Datastore {
+    /// The embedded SQLite file `<data-dir>/db/state.db`.
+    Sqlite,
+    /// `etcd://host:port,host:port`.
+    Etcd(String),
+}
+
+impl std::str::FromStr for Datastore {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "sqlite" {
+            Ok(Datastore::Sqlite)
+        } else if s.starts_with("etcd://") && EtcdConfig::from_url(s).is_some() {
+            Ok(Datastore::Etcd(s.to_owned()))
+        } else {
+            Err(format!("unknown datastore {s:?}: use sqlite or etcd://host:port[,host:port...]"))
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub bind_address: IpAddr,
+    pub port: u16,
+    pub datastore: Datastore,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("store: {0}")]
+    Store(#[from] rudder_store::StoreError),
+    #[error("certificates: {0}")]
+    Pki(#[from] crate::pki::PkiError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
+}
+
+/// What a started server tells its caller.
+#[derive(Clone, Debug)]
+pub struct Started {
+    pub address: SocketAddr,
+    pub kubeconfig: PathBuf,
+}
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn kubeconfig_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("admin.kubeconfig")
+}
+
+async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Storage>, ServerError> {
+    Ok(match &config.datastore {
+        Datastore::Sqlite => {
+            let path = config.data_dir.join("db").join("state.db");
+            Arc::new(SqliteStorage::open(SqliteConfig::new(path))?)
+        }
+        Datastore::Etcd(url) => {
+            let etcd = EtcdConfig::from_url(url).expect("validated when parsed");
+            Arc::new(EtcdStorage::connect(etcd).await?)
+        }
+    })
+}
+
+/// Creates the namespaces every cluster has.
+async fn bootstrap(registry: &Registry) -> Result<(), ServerError> {
+    let q = Query::default();
+    let system =
+        Identity { user: "system:apiserver".into(), groups: vec!["system:masters".into()] };
+    let _ = system;
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let target = parse_target("", "v1", &["namespaces"]).expect("namespaces route");
+        let body = serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
+        match registry.create(&target, &serde_json::to_vec(&body).expect("JSON"), &q).await {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(ServerError::Bootstrap(format!("namespace {ns}: {}", e.message))),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the API server until the process ends. `started` is told once it serves.
+pub async fn run(
+    config: ServerConfig,
+    started: tokio::sync::oneshot::Sender<Started>,
+) -> Result<(), ServerError> {
+    let io = |what: String| move |source| ServerError::Io { what, source };
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(io(format!("creating {}", config.data_dir.display())))?;
+    let store = open_store(&config).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let registry = Registry { store, clock };
+    bootstrap(&registry).await?;
+
+    let mut extra = Vec::new();
+    if !config.bind_address.is_unspecified() {
+        extra.push(config.bind_address.to_string());
+    }
+    let pki = Pki::ensure(&config.data_dir.join("tls"), serving_names(&extra))?;
+    let listener = TcpListener::bind((config.bind_address, config.port))
+        .await
+        .map_err(io(format!("binding {}:{}", config.bind_address, config.port)))?;
+    let address = listener.local_addr().map_err(io("local address".into()))?;
+    let client_host = if config.bind_address.is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        config.bind_address.to_string()
+    };
+    let server_url = format!("https://{client_host}:{}", address.port());
+    let kubeconfig = kubeconfig_path(&config.data_dir);
+    let rendered = crate::kubeconfig::render("rudder", &server_url, &pki.ca.cert_pem, &pki.admin);
+    write_file(&kubeconfig, &rendered).map_err(io(format!("writing {}", kubeconfig.display())))?;
+
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(crate::tls::server_config(&pki)?));
+    let state = Arc::new(AppState {
+        registry,
+        server_address: format!("{client_host}:{}", address.port()),
+    });
+    let app = router(state);
+    let _ = started.send(Started { address, kubeconfig });
+    tracing::info!(%address, "API server serving");
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let tls = tls.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let identity = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|c| Identity::from_certificate(c.as_ref()));
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    if let Some(id) = &identity {
+                        req.extensions_mut().insert(id.clone());
+                    }
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) =
+                builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+fn write_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
+}

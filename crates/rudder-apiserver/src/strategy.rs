@@ -1,0 +1,161 @@
+//! Per-resource behaviour on top of the generic registry: what is reset on create, what an
+//! update may not change, the spec/status split, and deletion that waits (namespaces,
+//! finalizers, propagation policies). Kind-specific defaulting and validation grow here.
+
+use rudder_api::{FieldError, ResourceInfo};
+use serde_json::{Value, json};
+
+use crate::object::{self, meta_mut};
+
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Kinds whose status a client may set at creation (their status is their identity).
+fn keeps_status_on_create(kind: &str) -> bool {
+    matches!(kind, "Node" | "PersistentVolume" | "PersistentVolumeClaim")
+}
+
+pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
+    if obj.get("spec").is_some() {
+        meta_mut(obj).insert("generation".into(), json!(1));
+    }
+    match info.kind {
+        "Namespace" => {
+            let name = object::name(obj).unwrap_or_default().to_owned();
+            let labels = meta_mut(obj).entry("labels").or_insert_with(|| json!({}));
+            if let Some(labels) = labels.as_object_mut() {
+                labels.insert(NAMESPACE_NAME_LABEL.into(), json!(name));
+            }
+            if obj.get("spec").and_then(|s| s.get("finalizers")).is_none() {
+                obj["spec"] = json!({ "finalizers": ["kubernetes"] });
+            }
+            obj["status"] = json!({ "phase": "Active" });
+        }
+        "Pod" => obj["status"] = json!({ "phase": "Pending" }),
+        kind if info.has_subresource("status") && !keeps_status_on_create(kind) => {
+            if let Some(o) = obj.as_object_mut() {
+                o.remove("status");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Makes `new` a valid successor of `current`: identity and bookkeeping fields come from
+/// `current`; a write to the main resource keeps the status, a write to `/status` keeps
+/// everything but the status.
+pub fn prepare_for_update(
+    info: &ResourceInfo,
+    subresource: Option<&str>,
+    current: &Value,
+    new: &mut Value,
+) {
+    if subresource == Some("status") {
+        let status = new.get("status").cloned();
+        *new = current.clone();
+        match status {
+            Some(s) => new["status"] = s,
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+        return;
+    }
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "namespace",
+        "name",
+    ] {
+        match object::meta(current).and_then(|m| m.get(field)) {
+            Some(v) => {
+                meta_mut(new).insert(field.into(), v.clone());
+            }
+            None => {
+                meta_mut(new).remove(field);
+            }
+        }
+    }
+    meta_mut(new).remove("resourceVersion");
+    if info.has_subresource("status") && subresource.is_none() {
+        match current.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+    if info.kind == "Namespace" {
+        let name = object::name(current).unwrap_or_default().to_owned();
+        let labels = meta_mut(new).entry("labels").or_insert_with(|| json!({}));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert(NAMESPACE_NAME_LABEL.into(), json!(name));
+        }
+        if let Some(finalizers) = current.get("spec").and_then(|s| s.get("finalizers")) {
+            new["spec"]["finalizers"] = finalizers.clone();
+        }
+    }
+    if new.get("spec") != current.get("spec") && current.get("spec").is_some() {
+        let generation = object::meta(current)
+            .and_then(|m| m.get("generation"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        meta_mut(new).insert("generation".into(), json!(generation + 1));
+    }
+}
+
+/// Kind-specific validation (every error, upstream wording).
+pub fn validate(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if matches!(info.kind, "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController")
+        && let Some(replicas) = object::path(obj, "spec.replicas")
+    {
+        match replicas.as_i64() {
+            Some(r) if r < 0 => errors.push(FieldError::invalid(
+                "spec.replicas",
+                r,
+                "must be greater than or equal to 0",
+            )),
+            Some(_) => {}
+            None => errors.push(FieldError::invalid(
+                "spec.replicas",
+                replicas.clone(),
+                "must be an integer",
+            )),
+        }
+    }
+    errors
+}
+
+/// Prepares `obj` for deletion. Returns true when the object must stay (marked with a
+/// deletionTimestamp) until something else finishes its deletion.
+pub fn prepare_for_delete(
+    info: &ResourceInfo,
+    obj: &mut Value,
+    propagation_policy: Option<&str>,
+) -> bool {
+    let finalizer = match propagation_policy {
+        Some("Orphan") => Some("orphan"),
+        Some("Foreground") => Some("foregroundDeletion"),
+        _ => None,
+    };
+    if let Some(f) = finalizer {
+        let list = meta_mut(obj).entry("finalizers").or_insert_with(|| json!([]));
+        if let Some(list) = list.as_array_mut()
+            && !list.iter().any(|v| v.as_str() == Some(f))
+        {
+            list.push(json!(f));
+        }
+    }
+    if info.kind == "Namespace" {
+        obj["status"] = json!({ "phase": "Terminating" });
+        return true;
+    }
+    false
+}

@@ -1,0 +1,313 @@
+//! `Table` responses (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`): the columns
+//! `kubectl get` prints, computed on the server like upstream's printers.
+
+use std::time::SystemTime;
+
+use rudder_api::ResourceInfo;
+use serde_json::{Value, json};
+
+use crate::clock::{human_duration, parse_rfc3339};
+use crate::object::{self, path};
+
+pub fn wants_table(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let p: String = part.chars().filter(|c| !c.is_whitespace()).collect();
+        p.contains("as=Table") && p.contains("g=meta.k8s.io")
+    })
+}
+
+struct Column {
+    name: &'static str,
+    kind: &'static str,
+    format: &'static str,
+    priority: u8,
+    cell: fn(&Value, SystemTime) -> Value,
+}
+
+fn col(name: &'static str, cell: fn(&Value, SystemTime) -> Value) -> Column {
+    Column { name, kind: "string", format: "", priority: 0, cell }
+}
+
+fn wide(name: &'static str, cell: fn(&Value, SystemTime) -> Value) -> Column {
+    Column { priority: 1, ..col(name, cell) }
+}
+
+fn name_col() -> Column {
+    Column { format: "name", ..col("Name", |o, _| json!(object::name(o).unwrap_or_default())) }
+}
+
+fn age_col() -> Column {
+    col("Age", |o, now| json!(age(o, now)))
+}
+
+pub fn age(obj: &Value, now: SystemTime) -> String {
+    object::meta_str(obj, "creationTimestamp")
+        .and_then(parse_rfc3339)
+        .map(|t| human_duration(now.duration_since(t).unwrap_or_default()))
+        .unwrap_or_else(|| "<unknown>".into())
+}
+
+fn str_at(o: &Value, p: &str) -> String {
+    match path(o, p) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(v) => v.to_string(),
+    }
+}
+
+fn int_at(o: &Value, p: &str) -> i64 {
+    path(o, p).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn count_at(o: &Value, p: &str) -> usize {
+    match path(o, p) {
+        Some(Value::Object(m)) => m.len(),
+        Some(Value::Array(a)) => a.len(),
+        _ => 0,
+    }
+}
+
+fn or_none(s: String) -> String {
+    if s.is_empty() { "<none>".into() } else { s }
+}
+
+fn pod_ready(o: &Value, _: SystemTime) -> Value {
+    let total = count_at(o, "spec.containers");
+    let ready = path(o, "status.containerStatuses")
+        .and_then(Value::as_array)
+        .map_or(0, |cs| cs.iter().filter(|c| c.get("ready") == Some(&json!(true))).count());
+    json!(format!("{ready}/{total}"))
+}
+
+fn pod_status(o: &Value, _: SystemTime) -> Value {
+    if object::meta_str(o, "deletionTimestamp").is_some() {
+        return json!("Terminating");
+    }
+    let reason = str_at(o, "status.reason");
+    if !reason.is_empty() {
+        return json!(reason);
+    }
+    let waiting = path(o, "status.containerStatuses").and_then(Value::as_array).and_then(|cs| {
+        cs.iter().find_map(|c| {
+            path(c, "state.waiting.reason")
+                .or_else(|| path(c, "state.terminated.reason"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+    });
+    json!(waiting.unwrap_or_else(|| or_none(str_at(o, "status.phase"))))
+}
+
+fn pod_restarts(o: &Value, _: SystemTime) -> Value {
+    let n: i64 = path(o, "status.containerStatuses").and_then(Value::as_array).map_or(0, |cs| {
+        cs.iter().map(|c| c.get("restartCount").and_then(Value::as_i64).unwrap_or(0)).sum()
+    });
+    json!(n)
+}
+
+fn service_ports(o: &Value, _: SystemTime) -> Value {
+    let ports = path(o, "spec.ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    let text: Vec<String> = ports
+        .iter()
+        .map(|p| {
+            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+            let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+            match p.get("nodePort").and_then(Value::as_i64) {
+                Some(np) => format!("{port}:{np}/{proto}"),
+                None => format!("{port}/{proto}"),
+            }
+        })
+        .collect();
+    json!(if text.is_empty() { "<none>".to_owned() } else { text.join(",") })
+}
+
+fn selector_text(o: &Value, p: &str) -> String {
+    match path(o, p) {
+        Some(Value::Object(m)) => {
+            let labels = m.get("matchLabels").and_then(Value::as_object).unwrap_or(m);
+            let parts: Vec<String> =
+                labels.iter().filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?))).collect();
+            or_none(parts.join(","))
+        }
+        _ => "<none>".into(),
+    }
+}
+
+fn containers_field(o: &Value, p: &str, field: &str) -> String {
+    path(o, p)
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().filter_map(|c| c.get(field)?.as_str()).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
+}
+
+fn columns(info: &ResourceInfo) -> Vec<Column> {
+    let mut cols = vec![name_col()];
+    match info.kind {
+        "Namespace" => cols.push(col("Status", |o, _| json!(str_at(o, "status.phase")))),
+        "ConfigMap" => cols.push(Column {
+            kind: "integer",
+            ..col("Data", |o, _| json!(count_at(o, "data") + count_at(o, "binaryData")))
+        }),
+        "Secret" => {
+            cols.push(col("Type", |o, _| json!(str_at(o, "type"))));
+            cols.push(Column { kind: "integer", ..col("Data", |o, _| json!(count_at(o, "data"))) });
+        }
+        "ServiceAccount" => cols.push(Column {
+            kind: "integer",
+            ..col("Secrets", |o, _| json!(count_at(o, "secrets")))
+        }),
+        "Pod" => {
+            cols.push(col("Ready", pod_ready));
+            cols.push(col("Status", pod_status));
+            cols.push(Column { kind: "integer", ..col("Restarts", pod_restarts) });
+            cols.push(age_col());
+            cols.push(wide("IP", |o, _| json!(or_none(str_at(o, "status.podIP")))));
+            cols.push(wide("Node", |o, _| json!(or_none(str_at(o, "spec.nodeName")))));
+            cols.push(wide("Nominated Node", |o, _| {
+                json!(or_none(str_at(o, "status.nominatedNodeName")))
+            }));
+            cols.push(wide("Readiness Gates", |o, _| {
+                json!(if count_at(o, "spec.readinessGates") == 0 {
+                    "<none>".to_owned()
+                } else {
+                    format!("0/{}", count_at(o, "spec.readinessGates"))
+                })
+            }));
+            return cols;
+        }
+        "Deployment" => {
+            cols.push(col("Ready", |o, _| {
+                json!(format!(
+                    "{}/{}",
+                    int_at(o, "status.readyReplicas"),
+                    path(o, "spec.replicas").and_then(Value::as_i64).unwrap_or(1)
+                ))
+            }));
+            cols.push(Column {
+                kind: "integer",
+                ..col("Up-to-date", |o, _| json!(int_at(o, "status.updatedReplicas")))
+            });
+            cols.push(Column {
+                kind: "integer",
+                ..col("Available", |o, _| json!(int_at(o, "status.availableReplicas")))
+            });
+            cols.push(age_col());
+            cols.push(wide("Containers", |o, _| {
+                json!(containers_field(o, "spec.template.spec.containers", "name"))
+            }));
+            cols.push(wide("Images", |o, _| {
+                json!(containers_field(o, "spec.template.spec.containers", "image"))
+            }));
+            cols.push(wide("Selector", |o, _| json!(selector_text(o, "spec.selector"))));
+            return cols;
+        }
+        "ReplicaSet" | "ReplicationController" => {
+            cols.push(Column {
+                kind: "integer",
+                ..col("Desired", |o, _| {
+                    json!(path(o, "spec.replicas").and_then(Value::as_i64).unwrap_or(1))
+                })
+            });
+            cols.push(Column {
+                kind: "integer",
+                ..col("Current", |o, _| json!(int_at(o, "status.replicas")))
+            });
+            cols.push(Column {
+                kind: "integer",
+                ..col("Ready", |o, _| json!(int_at(o, "status.readyReplicas")))
+            });
+        }
+        "Service" => {
+            cols.push(col("Type", |o, _| json!(or_none(str_at(o, "spec.type")))));
+            cols.push(col("Cluster-IP", |o, _| json!(or_none(str_at(o, "spec.clusterIP")))));
+            cols.push(col("External-IP", |o, _| {
+                let ips = containers_field(o, "status.loadBalancer.ingress", "ip");
+                json!(or_none(ips))
+            }));
+            cols.push(col("Port(s)", service_ports));
+            cols.push(age_col());
+            cols.push(wide("Selector", |o, _| json!(selector_text(o, "spec.selector"))));
+            return cols;
+        }
+        "Node" => {
+            cols.push(col("Status", |o, _| {
+                let ready = path(o, "status.conditions").and_then(Value::as_array).and_then(|cs| {
+                    cs.iter()
+                        .find(|c| c.get("type") == Some(&json!("Ready")))
+                        .map(|c| c.get("status") == Some(&json!("True")))
+                });
+                json!(match ready {
+                    Some(true) => "Ready",
+                    Some(false) => "NotReady",
+                    None => "Unknown",
+                })
+            }));
+            cols.push(col("Roles", |_, _| json!("<none>")));
+            cols.push(age_col());
+            cols.push(col("Version", |o, _| json!(str_at(o, "status.nodeInfo.kubeletVersion"))));
+            return cols;
+        }
+        "ComponentStatus" => {
+            cols.push(col("Status", |o, _| json!(str_at(o, "conditions.0.type"))));
+            cols.push(col("Message", |o, _| json!(str_at(o, "conditions.0.message"))));
+            cols.push(col("Error", |o, _| json!(str_at(o, "conditions.0.error"))));
+            return cols;
+        }
+        _ => {}
+    }
+    cols.push(age_col());
+    cols
+}
+
+fn column_definitions(cols: &[Column]) -> Value {
+    json!(
+        cols.iter()
+            .map(|c| json!({
+                "name": c.name,
+                "type": c.kind,
+                "format": c.format,
+                "description": "",
+                "priority": c.priority,
+            }))
+            .collect::<Vec<_>>()
+    )
+}
+
+fn row(cols: &[Column], obj: &Value, now: SystemTime, include_object: Option<&str>) -> Value {
+    let cells: Vec<Value> = cols.iter().map(|c| (c.cell)(obj, now)).collect();
+    let mut row = json!({ "cells": cells });
+    match include_object {
+        Some("None") => {}
+        Some("Object") => row["object"] = obj.clone(),
+        _ => {
+            row["object"] = json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+            })
+        }
+    }
+    row
+}
+
+/// A Table of `objects`; `list_meta` becomes the table's metadata. Column definitions are
+/// left out when `with_columns` is false (watch events after the first).
+pub fn table(
+    info: &ResourceInfo,
+    objects: &[Value],
+    list_meta: Value,
+    now: SystemTime,
+    include_object: Option<&str>,
+    with_columns: bool,
+) -> Value {
+    let cols = columns(info);
+    let rows: Vec<Value> = objects.iter().map(|o| row(&cols, o, now, include_object)).collect();
+    let mut t = json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "rows": rows,
+    });
+    t["columnDefinitions"] = if with_columns { column_definitions(&cols) } else { json!([]) };
+    t
+}

@@ -1,0 +1,379 @@
+//! End-to-end: the real kubectl 1.33 against a real `rudder server` process (TLS, client
+//! certificates, SQLite store). Each test runs its own server on a free port with its own
+//! data dir; the server is killed when the test ends, pass or fail.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+/// Bounds a wait so that a hang fails the test instead of blocking it.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Server {
+    child: Child,
+    data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::Builder::new().prefix("rudder-e2e-").tempdir().unwrap();
+        let data_dir = dir.path().to_owned();
+        let mut server = Server::start_in(&data_dir);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts a server on an existing data dir (a restart).
+    fn start_in(data_dir: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rudder"))
+            .args(["server", "--bind-address", "127.0.0.1", "--port", "0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUDDER_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start rudder server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut server = Server { child, data_dir: data_dir.to_owned(), _dir: None };
+        loop {
+            match rx.recv_timeout(DEADLINE) {
+                Ok(line) if line.contains("listening on https://") => break,
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = server.child.kill();
+                    panic!("rudder server did not start");
+                }
+            }
+        }
+        server
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("admin.kubeconfig")
+    }
+
+    fn kubectl_raw(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(KUBECTL);
+        cmd.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run kubectl 1.33");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs kubectl and returns stdout, failing the test if kubectl fails.
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.kubectl_stdin(args, None)
+    }
+
+    fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_raw(args, stdin);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    fn kubectl_fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_raw(args, stdin);
+        assert!(!out.status.success(), "kubectl {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const MANIFEST: &str = "
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: game-config
+  labels:
+    app: game
+data:
+  lives: \"3\"
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: ml-model-serving
+  labels:
+    app: ml-model
+spec:
+  replicas: 10
+  selector:
+    matchLabels:
+      app: ml-model
+  template:
+    metadata:
+      labels:
+        app: ml-model
+    spec:
+      containers:
+        - name: ml-rest-server
+          image: ml-serving:1.0
+          ports:
+            - containerPort: 80
+";
+
+#[test]
+fn version_discovery_and_default_namespaces() {
+    let s = Server::start();
+    let version = s.kubectl(&["version"]);
+    assert!(version.contains("Server Version: v1.33"), "{version}");
+
+    let resources = s.kubectl(&["api-resources"]);
+    let deploy =
+        resources.lines().find(|l| l.starts_with("deployments ")).expect("deployments listed");
+    assert!(
+        deploy.contains("deploy") && deploy.contains("apps/v1") && deploy.contains("Deployment"),
+        "{deploy}"
+    );
+    for short in ["po", "svc", "cm", "ns", "ds", "sts", "cj", "ing", "pvc", "hpa", "sa", "ep", "no"]
+    {
+        assert!(
+            resources.lines().any(|l| l.split_whitespace().nth(1) == Some(short)),
+            "short name {short} missing from api-resources"
+        );
+    }
+    let versions = s.kubectl(&["api-versions"]);
+    for gv in [
+        "v1",
+        "apps/v1",
+        "batch/v1",
+        "networking.k8s.io/v1",
+        "autoscaling/v2",
+        "rbac.authorization.k8s.io/v1",
+    ] {
+        assert!(versions.lines().any(|l| l == gv), "{gv} missing from api-versions");
+    }
+
+    let ns = s.kubectl(&["get", "ns", "--show-labels"]);
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let line = ns
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{ns}"));
+        assert!(line.contains("Active"), "{line}");
+        assert!(line.contains(&format!("kubernetes.io/metadata.name={name}")), "{line}");
+    }
+}
+
+#[test]
+fn apply_reapply_configure_and_delete() {
+    let s = Server::start();
+    // Client-side validation needs /openapi/v3, which rudder does not serve yet.
+    let apply = ["apply", "--validate=false", "-f", "-"];
+    let out = s.kubectl_stdin(&apply, Some(MANIFEST));
+    assert!(out.contains("configmap/game-config created"), "{out}");
+    assert!(out.contains("deployment.apps/ml-model-serving created"), "{out}");
+    let out = s.kubectl_stdin(&apply, Some(MANIFEST));
+    assert!(out.contains("configmap/game-config unchanged"), "{out}");
+    assert!(out.contains("deployment.apps/ml-model-serving unchanged"), "{out}");
+    let changed = MANIFEST
+        .replace("lives: \"3\"", "lives: \"5\"")
+        .replace("ml-serving:1.0", "ml-serving:2.0");
+    let out = s.kubectl_stdin(&apply, Some(&changed));
+    assert!(out.contains("configmap/game-config configured"), "{out}");
+    assert!(out.contains("deployment.apps/ml-model-serving configured"), "{out}");
+
+    let image = s.kubectl(&[
+        "get",
+        "deploy",
+        "ml-model-serving",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(image, "ml-serving:2.0");
+    let generation =
+        s.kubectl(&["get", "deploy", "ml-model-serving", "-o", "jsonpath={.metadata.generation}"]);
+    assert_eq!(generation, "2", "a spec change bumps the generation");
+    let table = s.kubectl(&["get", "deployments"]);
+    let header = table.lines().next().unwrap();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    );
+    assert!(table.contains("ml-model-serving") && table.contains("0/10"), "{table}");
+    let names = s.kubectl(&["get", "cm", "-o", "name"]);
+    assert!(names.lines().any(|l| l == "configmap/game-config"), "{names}");
+
+    let out = s.kubectl_stdin(&["delete", "-f", "-"], Some(MANIFEST));
+    assert!(out.contains("configmap \"game-config\" deleted"), "{out}");
+    let err = s.kubectl_fails(&["get", "cm", "game-config"], None);
+    assert!(err.contains("configmaps \"game-config\" not found"), "{err}");
+}
+
+#[test]
+fn label_annotate_and_three_kinds_of_patch() {
+    let s = Server::start();
+    s.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(MANIFEST));
+    s.kubectl(&["label", "cm", "game-config", "tier=web"]);
+    s.kubectl(&["annotate", "cm", "game-config", "note=hello"]);
+    let labels = s.kubectl(&["get", "cm", "game-config", "--show-labels"]);
+    assert!(labels.contains("app=game,tier=web"), "{labels}");
+    let err = s.kubectl_fails(&["label", "cm", "game-config", "tier=db"], None);
+    assert!(err.contains("already has a value"), "{err}");
+    s.kubectl(&["label", "cm", "game-config", "tier=db", "--overwrite"]);
+    s.kubectl(&["label", "cm", "game-config", "tier-"]);
+    let labels = s.kubectl(&["get", "cm", "game-config", "-o", "jsonpath={.metadata.labels}"]);
+    assert_eq!(labels, r#"{"app":"game"}"#);
+
+    s.kubectl(&["patch", "cm", "game-config", "-p", r#"{"data":{"a":"1"}}"#]);
+    s.kubectl(&[
+        "patch",
+        "cm",
+        "game-config",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"b":"2","lives":null}}"#,
+    ]);
+    s.kubectl(&[
+        "patch",
+        "cm",
+        "game-config",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/data/c","value":"3"}]"#,
+    ]);
+    let data = s.kubectl(&["get", "cm", "game-config", "-o", "jsonpath={.data}"]);
+    assert_eq!(data, r#"{"a":"1","b":"2","c":"3"}"#);
+
+    // A strategic merge patch merges containers by name instead of replacing the list.
+    s.kubectl(&[
+        "patch",
+        "deploy",
+        "ml-model-serving",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","image":"busybox"}]}}}}"#,
+    ]);
+    let containers = s.kubectl(&[
+        "get",
+        "deploy",
+        "ml-model-serving",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[*].name}",
+    ]);
+    assert_eq!(containers, "ml-rest-server sidecar");
+}
+
+#[test]
+fn bad_input_gets_upstream_errors() {
+    let s = Server::start();
+    let bad_name = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n";
+    let err = s.kubectl_fails(&["apply", "--validate=false", "-f", "-"], Some(bad_name));
+    assert!(
+        err.contains(
+            "ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""
+        ),
+        "{err}"
+    );
+
+    let missing_ns = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: nope\n";
+    let err = s.kubectl_fails(&["apply", "--validate=false", "-f", "-"], Some(missing_ns));
+    assert!(err.contains("namespaces \"nope\" not found"), "{err}");
+
+    let negative = MANIFEST.replace("replicas: 10", "replicas: -1");
+    let err = s.kubectl_fails(&["apply", "--validate=false", "-f", "-"], Some(&negative));
+    assert!(
+        err.contains("spec.replicas: Invalid value: -1: must be greater than or equal to 0"),
+        "{err}"
+    );
+
+    let err = s.kubectl_fails(&["get", "deploy", "nothing-here"], None);
+    assert!(err.contains("deployments.apps \"nothing-here\" not found"), "{err}");
+    let err = s.kubectl_fails(&["get", "pods", "-l", "app in (x"], None);
+    assert!(
+        err.contains("unable to parse requirement")
+            || err.contains("BadRequest")
+            || err.contains("parse"),
+        "{err}"
+    );
+}
+
+#[test]
+fn get_watch_sees_create_update_and_delete() {
+    let s = Server::start();
+    let mut watch = Command::new(KUBECTL)
+        .args(["get", "cm", "-w", "--output-watch-events", "--request-timeout=60s"])
+        .env("KUBECONFIG", s.kubeconfig())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n  k: v\n";
+    let mut seen = Vec::new();
+    let expect = |what: &str, seen: &mut Vec<String>| loop {
+        let line =
+            rx.recv_timeout(DEADLINE).unwrap_or_else(|_| panic!("no {what} event; saw {seen:?}"));
+        seen.push(line.clone());
+        if line.starts_with(what) && line.contains("watched") {
+            break;
+        }
+    };
+    // Created before or after the watch is established, the object arrives as ADDED: from
+    // the initial list or from the watch.
+    s.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(cm));
+    expect("ADDED", &mut seen);
+    s.kubectl(&["label", "cm", "watched", "x=y"]);
+    expect("MODIFIED", &mut seen);
+    s.kubectl(&["delete", "cm", "watched"]);
+    expect("DELETED", &mut seen);
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+#[test]
+fn acknowledged_write_survives_kill_9() {
+    let s = Server::start();
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: durable\ndata:\n  k: v\n";
+    s.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(cm));
+    let rv = s.kubectl(&["get", "cm", "durable", "-o", "jsonpath={.metadata.resourceVersion}"]);
+    let data_dir = s.data_dir.clone();
+    let dir = {
+        let mut s = s;
+        // SIGKILL right after kubectl reported success: no shutdown path runs.
+        s.child.kill().unwrap();
+        s.child.wait().unwrap();
+        s._dir.take()
+    };
+    let restarted = Server::start_in(&data_dir);
+    let after =
+        restarted.kubectl(&["get", "cm", "durable", "-o", "jsonpath={.metadata.resourceVersion}"]);
+    assert_eq!(after, rv, "same object, same resourceVersion after kill -9");
+    drop(restarted);
+    drop(dir);
+}
