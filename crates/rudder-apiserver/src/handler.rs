@@ -91,6 +91,14 @@ async fn dispatch(app: &AppState, req: Request) -> Result<Response, ApiError> {
             let doc = discovery::api_group_doc(group).ok_or_else(ApiError::route_not_found)?;
             return Ok(json_response(StatusCode::OK, &doc));
         }
+        ["openapi", "v3"] if get => {
+            return Ok(json_response(StatusCode::OK, rudder_openapi::root()));
+        }
+        ["openapi", "v3", rest @ ..] if get => {
+            let doc = rudder_openapi::document_at(&rest.join("/"))
+                .ok_or_else(ApiError::route_not_found)?;
+            return Ok(json_response(StatusCode::OK, doc));
+        }
         ["api", "v1"] if get => {
             return Ok(json_response(
                 StatusCode::OK,
@@ -175,7 +183,14 @@ fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
 
 fn written(w: Written) -> Response {
     let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
-    json_response(code, &w.object)
+    let mut response = json_response(code, &w.object);
+    for warning in &w.warnings {
+        let text = format!("299 - \"{}\"", warning.replace('"', "\\\""));
+        if let Ok(value) = header::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 async fn resource(

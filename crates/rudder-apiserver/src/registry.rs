@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::clock::{Clock, rfc3339};
 use crate::object::{self, decode, encode, key, meta_mut, prefix};
-use crate::request::{Query, Target};
+use crate::request::{FieldValidation, Query, Target};
 use crate::selectors::Filter;
 use crate::status::{ApiError, success};
 use crate::{strategy, validation};
@@ -25,10 +25,50 @@ pub struct Registry {
     pub clock: Arc<dyn Clock>,
 }
 
-/// The result of a write: the object and whether it was created (201) or not (200).
+/// The result of a write: the object, whether it was created (201) or not (200), and
+/// warnings for the client (`Warning` headers).
 pub struct Written {
     pub object: Value,
     pub created: bool,
+    pub warnings: Vec<String>,
+}
+
+impl Written {
+    fn new(object: Value, created: bool, warnings: &[String]) -> Self {
+        Written { object, created, warnings: warnings.to_vec() }
+    }
+}
+
+/// Strict field validation against the kind's schema: an error under `Strict`, warnings
+/// under `Warn`, nothing under `Ignore`.
+fn check_fields(
+    info: &ResourceInfo,
+    obj: &Value,
+    mode: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    if mode == FieldValidation::Ignore {
+        return Ok(Vec::new());
+    }
+    let Some(definition) = rudder_openapi::definition_for(info.group, info.version, info.kind)
+    else {
+        return Ok(Vec::new());
+    };
+    let unknown: Vec<String> = rudder_openapi::validate_fields(definition, obj)
+        .into_iter()
+        .map(|path| format!("unknown field \"{path}\""))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(unknown);
+    }
+    match mode {
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+            unknown.join(", "),
+            kind = info.kind,
+            version = info.version,
+        ))),
+        _ => Ok(unknown),
+    }
 }
 
 fn expect_object(body: &[u8]) -> Result<Value, ApiError> {
@@ -113,6 +153,7 @@ impl Registry {
         let info = t.info;
         let mut obj = expect_object(body)?;
         check_type(info, &mut obj)?;
+        let warnings = check_fields(info, &obj, q.field_validation)?;
         if info.namespaced {
             let url_ns = t.namespace.clone().ok_or_else(ApiError::route_not_found)?;
             match object::meta_str(&obj, "namespace").filter(|n| !n.is_empty()) {
@@ -154,13 +195,13 @@ impl Registry {
             return Err(ApiError::invalid(info, &name, &errors));
         }
         if q.dry_run {
-            return Ok(Written { object: obj, created: true });
+            return Ok(Written::new(obj, true, &warnings));
         }
         for attempt in 0.. {
             let name = object::name(&obj).unwrap_or_default().to_owned();
             let k = key(info, t.namespace.as_deref(), &name);
             match self.store.create(&k, encode(&obj)).await {
-                Ok(kv) => return Ok(Written { object: decode(&kv)?, created: true }),
+                Ok(kv) => return Ok(Written::new(decode(&kv)?, true, &warnings)),
                 Err(StoreError::KeyExists { .. }) if generate_name.is_some() && attempt < 5 => {
                     let base = generate_name.as_deref().unwrap_or_default();
                     meta_mut(&mut obj)
@@ -296,6 +337,7 @@ impl Registry {
             let current = decode(&kv)?;
             let mut new = change(&current)?;
             check_type(info, &mut new)?;
+            let warnings = check_fields(info, &new, q.field_validation)?;
             strategy::prepare_for_update(info, t.subresource.as_deref(), &current, &mut new);
             let mut errors = validation::validate_metadata(info, &new);
             errors.extend(strategy::validate(info, &new));
@@ -307,22 +349,22 @@ impl Registry {
                 && object::finalizers(&new).is_empty()
             {
                 if q.dry_run {
-                    return Ok(Written { object: new, created: false });
+                    return Ok(Written::new(new, false, &warnings));
                 }
                 return match self.store.delete(&k, Some(kv.mod_revision)).await {
-                    Ok(_) => Ok(Written { object: new, created: false }),
+                    Ok(_) => Ok(Written::new(new, false, &warnings)),
                     Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
                     Err(e) => Err(ApiError::from_store(e, info, name)),
                 };
             }
             if new == current {
-                return Ok(Written { object: current, created: false });
+                return Ok(Written::new(current, false, &warnings));
             }
             if q.dry_run {
-                return Ok(Written { object: new, created: false });
+                return Ok(Written::new(new, false, &warnings));
             }
             match self.store.update(&k, encode(&new), kv.mod_revision).await {
-                Ok(kv) => return Ok(Written { object: decode(&kv)?, created: false }),
+                Ok(kv) => return Ok(Written::new(decode(&kv)?, false, &warnings)),
                 Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
                 Err(e) => return Err(ApiError::from_store(e, info, name)),
             }

@@ -71,6 +71,17 @@ pub struct Query {
     pub dry_run: bool,
     pub include_object: Option<String>,
     pub send_initial_events: bool,
+    pub field_validation: FieldValidation,
+}
+
+/// What to do with fields the schema does not declare (`fieldValidation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    /// Upstream's default: accept, and say so in a `Warning` header.
+    #[default]
+    Warn,
+    Strict,
 }
 
 fn truthy(v: &str) -> bool {
@@ -114,6 +125,18 @@ impl Query {
                 }
                 "includeObject" => q.include_object = Some(v),
                 "sendInitialEvents" => q.send_initial_events = truthy(&v),
+                "fieldValidation" => {
+                    q.field_validation = match v.as_str() {
+                        "Ignore" => FieldValidation::Ignore,
+                        "Warn" | "" => FieldValidation::Warn,
+                        "Strict" => FieldValidation::Strict,
+                        other => {
+                            return Err(ApiError::bad_request(format!(
+                                "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {other:?}"
+                            )));
+                        }
+                    }
+                }
                 _ => {}
             }
         }

@@ -78,6 +78,16 @@ impl Server {
         child.wait_with_output().unwrap()
     }
 
+    fn kubectl_raw_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(KUBECTL)
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kubectl 1.33")
+    }
+
     /// Runs kubectl and returns stdout, failing the test if kubectl fails.
     fn kubectl(&self, args: &[&str]) -> String {
         self.kubectl_stdin(args, None)
@@ -188,8 +198,7 @@ fn version_discovery_and_default_namespaces() {
 #[test]
 fn apply_reapply_configure_and_delete() {
     let s = Server::start();
-    // Client-side validation needs /openapi/v3, which rudder does not serve yet.
-    let apply = ["apply", "--validate=false", "-f", "-"];
+    let apply = ["apply", "-f", "-"];
     let out = s.kubectl_stdin(&apply, Some(MANIFEST));
     assert!(out.contains("configmap/game-config created"), "{out}");
     assert!(out.contains("deployment.apps/ml-model-serving created"), "{out}");
@@ -233,7 +242,7 @@ fn apply_reapply_configure_and_delete() {
 #[test]
 fn label_annotate_and_three_kinds_of_patch() {
     let s = Server::start();
-    s.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(MANIFEST));
+    s.kubectl_stdin(&["apply", "-f", "-"], Some(MANIFEST));
     s.kubectl(&["label", "cm", "game-config", "tier=web"]);
     s.kubectl(&["annotate", "cm", "game-config", "note=hello"]);
     let labels = s.kubectl(&["get", "cm", "game-config", "--show-labels"]);
@@ -287,7 +296,7 @@ fn label_annotate_and_three_kinds_of_patch() {
 fn bad_input_gets_upstream_errors() {
     let s = Server::start();
     let bad_name = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n";
-    let err = s.kubectl_fails(&["apply", "--validate=false", "-f", "-"], Some(bad_name));
+    let err = s.kubectl_fails(&["apply", "-f", "-"], Some(bad_name));
     assert!(
         err.contains(
             "ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""
@@ -296,11 +305,11 @@ fn bad_input_gets_upstream_errors() {
     );
 
     let missing_ns = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: nope\n";
-    let err = s.kubectl_fails(&["apply", "--validate=false", "-f", "-"], Some(missing_ns));
+    let err = s.kubectl_fails(&["apply", "-f", "-"], Some(missing_ns));
     assert!(err.contains("namespaces \"nope\" not found"), "{err}");
 
     let negative = MANIFEST.replace("replicas: 10", "replicas: -1");
-    let err = s.kubectl_fails(&["apply", "--validate=false", "-f", "-"], Some(&negative));
+    let err = s.kubectl_fails(&["apply", "-f", "-"], Some(&negative));
     assert!(
         err.contains("spec.replicas: Invalid value: -1: must be greater than or equal to 0"),
         "{err}"
@@ -314,6 +323,52 @@ fn bad_input_gets_upstream_errors() {
             || err.contains("BadRequest")
             || err.contains("parse"),
         "{err}"
+    );
+}
+
+#[test]
+fn openapi_drives_validation_explain_edit_and_replace() {
+    let s = Server::start();
+    let explain = s.kubectl(&["explain", "deployment.spec.strategy"]);
+    assert!(explain.contains("KIND:       Deployment"), "{explain}");
+    assert!(
+        explain.contains("rollingUpdate") && explain.contains("<RollingUpdateDeployment>"),
+        "{explain}"
+    );
+
+    let unknown = MANIFEST.replace("  replicas: 10", "  replicas: 10\n  bogus: 1");
+    let err = s.kubectl_fails(&["create", "-f", "-"], Some(&unknown));
+    assert!(err.contains("strict decoding error: unknown field \"spec.bogus\""), "{err}");
+    let err = s.kubectl_fails(&["create", "-f", "-"], Some(MANIFEST));
+    assert!(err.contains("configmaps \"game-config\" already exists"), "{err}");
+    let created = s.kubectl(&["get", "deploy", "-o", "name"]);
+    assert_eq!(
+        created.trim(),
+        "deployment.apps/ml-model-serving",
+        "the valid manifest was created"
+    );
+    // Applying an unknown field to an existing object fails the same way (patch path).
+    let err = s.kubectl_fails(&["apply", "-f", "-"], Some(&unknown));
+    assert!(err.contains("strict decoding error: unknown field \"spec.bogus\""), "{err}");
+
+    // edit: EDITOR is a script that changes the value in place.
+    let editor = s.data_dir.join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/lives: \"3\"/lives: \"9\"/' \"$1\"\n").unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out =
+        s.kubectl_raw_env(&["edit", "cm", "game-config"], &[("EDITOR", editor.to_str().unwrap())]);
+    assert!(out.status.success(), "edit failed: {}", String::from_utf8_lossy(&out.stderr));
+    let lives = s.kubectl(&["get", "cm", "game-config", "-o", "jsonpath={.data.lives}"]);
+    assert_eq!(lives, "9");
+
+    let yaml = s.kubectl(&["get", "cm", "game-config", "-o", "yaml"]).replace("\"9\"", "\"11\"");
+    let out = s.kubectl_stdin(&["replace", "-f", "-"], Some(&yaml));
+    assert!(out.contains("configmap/game-config replaced"), "{out}");
+    let stale = yaml.replace("\"11\"", "\"12\"");
+    let err = s.kubectl_fails(&["replace", "-f", "-"], Some(&stale));
+    assert!(
+        err.contains("the object has been modified"),
+        "a stale resourceVersion conflicts: {err}"
     );
 }
 
@@ -346,7 +401,7 @@ fn get_watch_sees_create_update_and_delete() {
     };
     // Created before or after the watch is established, the object arrives as ADDED: from
     // the initial list or from the watch.
-    s.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(cm));
+    s.kubectl_stdin(&["apply", "-f", "-"], Some(cm));
     expect("ADDED", &mut seen);
     s.kubectl(&["label", "cm", "watched", "x=y"]);
     expect("MODIFIED", &mut seen);
@@ -360,7 +415,7 @@ fn get_watch_sees_create_update_and_delete() {
 fn acknowledged_write_survives_kill_9() {
     let s = Server::start();
     let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: durable\ndata:\n  k: v\n";
-    s.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(cm));
+    s.kubectl_stdin(&["apply", "-f", "-"], Some(cm));
     let rv = s.kubectl(&["get", "cm", "durable", "-o", "jsonpath={.metadata.resourceVersion}"]);
     let data_dir = s.data_dir.clone();
     let dir = {
