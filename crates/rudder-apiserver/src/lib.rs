@@ -16,6 +16,7 @@ pub mod registry;
 pub mod request;
 pub mod selectors;
 pub mod server;
+pub mod service_alloc;
 mod smp;
 pub mod status;
 pub mod strategy;

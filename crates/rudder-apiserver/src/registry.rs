@@ -12,7 +12,7 @@ use crate::object::{self, decode, encode, key, meta_mut, prefix};
 use crate::request::{FieldValidation, Query, Target};
 use crate::selectors::Filter;
 use crate::status::{ApiError, success};
-use crate::{strategy, validation};
+use crate::{service_alloc, strategy, validation};
 
 /// Attempts at a read-modify-write before a conflict is reported.
 const UPDATE_RETRIES: usize = 5;
@@ -188,6 +188,9 @@ impl Registry {
             m.remove("selfLink");
         }
         strategy::prepare_for_create(info, &mut obj);
+        if info.kind == "Service" {
+            service_alloc::default_service(&mut obj);
+        }
         let mut errors = validation::validate_metadata(info, &obj);
         errors.extend(strategy::validate(info, &obj));
         let name = object::name(&obj).unwrap_or_default().to_owned();
@@ -197,14 +200,42 @@ impl Registry {
         if q.dry_run {
             return Ok(Written::new(obj, true, &warnings));
         }
-        for attempt in 0.. {
-            let name = object::name(&obj).unwrap_or_default().to_owned();
+        let held = if info.kind == "Service" {
+            // An existing Service keeps its addresses: report AlreadyExists before claiming
+            // (or failing to claim) anything.
             let k = key(info, t.namespace.as_deref(), &name);
-            match self.store.create(&k, encode(&obj)).await {
-                Ok(kv) => return Ok(Written::new(decode(&kv)?, true, &warnings)),
+            if self.store.get(&k).await.map_err(|e| ApiError::from_store(e, info, &name))?.is_some()
+            {
+                return Err(ApiError::already_exists(info, &name));
+            }
+            service_alloc::allocate(&*self.store, info, &mut obj, &service_alloc::Held::default())
+                .await?
+        } else {
+            service_alloc::Held::default()
+        };
+        let result = self.create_with_retries(t, &mut obj, generate_name.as_deref()).await;
+        if result.is_err() {
+            service_alloc::release(&*self.store, &held).await;
+        }
+        Ok(Written::new(result?, true, &warnings))
+    }
+
+    /// Stores a new object, picking another generated name when one is taken.
+    async fn create_with_retries(
+        &self,
+        t: &Target,
+        obj: &mut Value,
+        generate_name: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let info = t.info;
+        for attempt in 0.. {
+            let name = object::name(obj).unwrap_or_default().to_owned();
+            let k = key(info, t.namespace.as_deref(), &name);
+            match self.store.create(&k, encode(obj)).await {
+                Ok(kv) => return decode(&kv),
                 Err(StoreError::KeyExists { .. }) if generate_name.is_some() && attempt < 5 => {
-                    let base = generate_name.as_deref().unwrap_or_default();
-                    meta_mut(&mut obj)
+                    let base = generate_name.unwrap_or_default();
+                    meta_mut(obj)
                         .insert("name".into(), json!(format!("{base}{}", object::name_suffix())));
                 }
                 Err(e) => return Err(ApiError::from_store(e, info, &name)),
@@ -339,6 +370,11 @@ impl Registry {
             check_type(info, &mut new)?;
             let warnings = check_fields(info, &new, q.field_validation)?;
             strategy::prepare_for_update(info, t.subresource.as_deref(), &current, &mut new);
+            let service = info.kind == "Service" && t.subresource.is_none();
+            if service {
+                keep_cluster_ip(info, &current, &mut new)?;
+                service_alloc::default_service(&mut new);
+            }
             let mut errors = validation::validate_metadata(info, &new);
             errors.extend(strategy::validate(info, &new));
             if !errors.is_empty() {
@@ -363,10 +399,39 @@ impl Registry {
             if q.dry_run {
                 return Ok(Written::new(new, false, &warnings));
             }
+            let before = service_alloc::held_by(&current);
+            let claimed = if service {
+                service_alloc::allocate(&*self.store, info, &mut new, &before).await?
+            } else {
+                service_alloc::Held::default()
+            };
             match self.store.update(&k, encode(&new), kv.mod_revision).await {
-                Ok(kv) => return Ok(Written::new(decode(&kv)?, false, &warnings)),
-                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
-                Err(e) => return Err(ApiError::from_store(e, info, name)),
+                Ok(kv) => {
+                    if service {
+                        let after = service_alloc::held_by(&new);
+                        let dropped = service_alloc::Held {
+                            cluster_ip: before
+                                .cluster_ip
+                                .filter(|ip| after.cluster_ip != Some(*ip)),
+                            node_ports: before
+                                .node_ports
+                                .iter()
+                                .copied()
+                                .filter(|p| !after.node_ports.contains(p))
+                                .collect(),
+                        };
+                        service_alloc::release(&*self.store, &dropped).await;
+                    }
+                    return Ok(Written::new(decode(&kv)?, false, &warnings));
+                }
+                Err(StoreError::Conflict { .. }) if precondition.is_none() => {
+                    service_alloc::release(&*self.store, &claimed).await;
+                    continue;
+                }
+                Err(e) => {
+                    service_alloc::release(&*self.store, &claimed).await;
+                    return Err(ApiError::from_store(e, info, name));
+                }
             }
         }
         Err(ApiError::conflict(info, name))
@@ -440,7 +505,13 @@ impl Registry {
                 return Ok(success(info, name, object::meta_str(&current, "uid")));
             }
             return match self.store.delete(&k, Some(kv.mod_revision)).await {
-                Ok(_) => Ok(success(info, name, object::meta_str(&current, "uid"))),
+                Ok(_) => {
+                    if info.kind == "Service" {
+                        service_alloc::release(&*self.store, &service_alloc::held_by(&current))
+                            .await;
+                    }
+                    Ok(success(info, name, object::meta_str(&current, "uid")))
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => Err(ApiError::from_store(e, info, name)),
             };
@@ -476,5 +547,37 @@ impl Registry {
             "metadata": { "resourceVersion": list["metadata"]["resourceVersion"] },
             "items": deleted,
         }))
+    }
+}
+
+/// A Service keeps its ClusterIP: an update that leaves it out keeps the current one, and one
+/// that changes it is invalid (as upstream: the field is immutable).
+fn keep_cluster_ip(info: &ResourceInfo, current: &Value, new: &mut Value) -> Result<(), ApiError> {
+    let Some(cur) =
+        current.pointer("/spec/clusterIP").and_then(Value::as_str).filter(|s| !s.is_empty())
+    else {
+        return Ok(());
+    };
+    match new.pointer("/spec/clusterIP").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        None => {
+            new["spec"]["clusterIP"] = json!(cur);
+            if let Some(ips) = current.pointer("/spec/clusterIPs") {
+                new["spec"]["clusterIPs"] = ips.clone();
+            }
+            Ok(())
+        }
+        Some(ip) if ip == cur => {
+            if new.pointer("/spec/clusterIPs").is_none()
+                && let Some(ips) = current.pointer("/spec/clusterIPs")
+            {
+                new["spec"]["clusterIPs"] = ips.clone();
+            }
+            Ok(())
+        }
+        Some(ip) => Err(ApiError::invalid(
+            info,
+            object::name(current).unwrap_or_default(),
+            &[rudder_api::FieldError::invalid("spec.clusterIPs[0]", ip, "may not change once set")],
+        )),
     }
 }

@@ -95,22 +95,39 @@ async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Storage>, ServerErr
     })
 }
 
-/// Creates the namespaces every cluster has.
-async fn bootstrap(registry: &Registry) -> Result<(), ServerError> {
+/// Creates what every cluster has: the four namespaces and the `kubernetes` Service that
+/// points at the API server (port `api_port`).
+async fn bootstrap(registry: &Registry, api_port: u16) -> Result<(), ServerError> {
     let q = Query::default();
-    let system =
-        Identity { user: "system:apiserver".into(), groups: vec!["system:masters".into()] };
-    let _ = system;
-    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let target = parse_target("", "v1", &["namespaces"]).expect("namespaces route");
-        let body = serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
-        match registry.create(&target, &serde_json::to_vec(&body).expect("JSON"), &q).await {
-            Ok(_) => {}
-            Err(e) if e.code == 409 => {}
-            Err(e) => return Err(ServerError::Bootstrap(format!("namespace {ns}: {}", e.message))),
+    let create = |segments: &'static [&'static str], body: serde_json::Value| {
+        let q = &q;
+        async move {
+            let target = parse_target("", "v1", segments).expect("bootstrap route");
+            match registry.create(&target, &serde_json::to_vec(&body).expect("JSON"), q).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.code == 409 => Ok(()),
+                Err(e) => Err(ServerError::Bootstrap(format!("{segments:?}: {}", e.message))),
+            }
         }
+    };
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let body = serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
+        create(&["namespaces"], body).await?;
     }
-    Ok(())
+    let kubernetes = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kubernetes",
+            "labels": { "component": "apiserver", "provider": "kubernetes" },
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": crate::service_alloc::KUBERNETES_SERVICE_IP.to_string(),
+            "ports": [{ "name": "https", "port": 443, "protocol": "TCP", "targetPort": api_port }],
+        },
+    });
+    create(&["namespaces", "default", "services"], kubernetes).await
 }
 
 /// Runs the API server until the process ends. `started` is told once it serves.
@@ -124,7 +141,6 @@ pub async fn run(
     let store = open_store(&config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let registry = Registry { store, clock };
-    bootstrap(&registry).await?;
 
     let mut extra = Vec::new();
     if !config.bind_address.is_unspecified() {
@@ -135,6 +151,7 @@ pub async fn run(
         .await
         .map_err(io(format!("binding {}:{}", config.bind_address, config.port)))?;
     let address = listener.local_addr().map_err(io("local address".into()))?;
+    bootstrap(&registry, address.port()).await?;
     let client_host = if config.bind_address.is_unspecified() {
         "127.0.0.1".to_owned()
     } else {

@@ -372,6 +372,78 @@ fn openapi_drives_validation_explain_edit_and_replace() {
     );
 }
 
+const SERVICES: &str = "
+apiVersion: v1
+kind: Service
+metadata:
+  name: ml-model-svc
+  labels:
+    app: ml-model
+spec:
+  type: ClusterIP
+  selector:
+    app: ml-model
+  ports:
+    - protocol: TCP
+      port: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: np
+spec:
+  type: NodePort
+  selector:
+    app: x
+  ports:
+    - port: 8080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: headless
+spec:
+  clusterIP: None
+  ports:
+    - port: 80
+";
+
+#[test]
+fn services_get_cluster_ips_and_node_ports() {
+    let s = Server::start();
+    s.kubectl_stdin(&["apply", "-f", "-"], Some(SERVICES));
+    let get = |name: &str, path: &str| {
+        s.kubectl(&["get", "svc", name, "-o", &format!("jsonpath={{{path}}}")])
+    };
+    assert_eq!(get("kubernetes", ".spec.clusterIP"), "10.43.0.1");
+    let ip = get("ml-model-svc", ".spec.clusterIP");
+    let np_ip = get("np", ".spec.clusterIP");
+    assert!(ip.starts_with("10.43.") && np_ip.starts_with("10.43.") && ip != np_ip, "{ip} {np_ip}");
+    assert_eq!(get("ml-model-svc", ".spec.sessionAffinity"), "None");
+    assert_eq!(get("ml-model-svc", ".spec.ports[0].targetPort"), "80");
+    assert_eq!(get("headless", ".spec.clusterIP"), "None");
+    let node_port: u16 = get("np", ".spec.ports[0].nodePort").parse().unwrap();
+    assert!((30000..=32767).contains(&node_port));
+    let table = s.kubectl(&["get", "svc", "np"]);
+    assert!(table.contains(&format!("8080:{node_port}/TCP")), "{table}");
+    // Re-applying keeps the addresses.
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], Some(SERVICES));
+    assert!(out.contains("service/np unchanged"), "{out}");
+    assert_eq!(get("np", ".spec.clusterIP"), np_ip);
+
+    // A taken address is refused; deleting its Service frees it.
+    let wants = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  type: NodePort\n  clusterIP: {np_ip}\n  ports:\n  - port: 80\n    nodePort: {node_port}\n"
+        )
+    };
+    let err = s.kubectl_fails(&["apply", "-f", "-"], Some(&wants("again")));
+    assert!(err.contains("provided IP is already allocated"), "{err}");
+    s.kubectl(&["delete", "svc", "np"]);
+    s.kubectl_stdin(&["apply", "-f", "-"], Some(&wants("again")));
+    assert_eq!(get("again", ".spec.ports[0].nodePort"), node_port.to_string());
+}
+
 #[test]
 fn get_watch_sees_create_update_and_delete() {
     let s = Server::start();
