@@ -218,6 +218,19 @@ async fn resource_verb(
 ) -> Result<Response, ApiError> {
     let reg = &app.registry;
     let subresource = t.subresource.as_deref();
+    if subresource == Some("scale") {
+        return match verb {
+            "get" => Ok(json_response(StatusCode::OK, &reg.get_scale(t).await?)),
+            "update" => {
+                Ok(json_response(StatusCode::OK, &reg.write_scale(t, body, None, q).await?))
+            }
+            "patch" => Ok(json_response(
+                StatusCode::OK,
+                &reg.write_scale(t, body, Some(content_type), q).await?,
+            )),
+            _ => Err(ApiError::method_not_allowed(verb, t.info)),
+        };
+    }
     match subresource {
         None | Some("status") => {}
         Some(sub) => {

@@ -323,6 +323,58 @@ impl Registry {
         self.write(t, q, precondition, move |_| Ok(new.clone())).await
     }
 
+    /// GET of the scale subresource.
+    pub async fn get_scale(&self, t: &Target) -> Result<Value, ApiError> {
+        Ok(crate::scale::scale_of(&self.get(t).await?))
+    }
+
+    /// PUT or PATCH of the scale subresource: `body` is a Scale, or a patch of one.
+    pub async fn write_scale(
+        &self,
+        t: &Target,
+        body: &[u8],
+        patch_type: Option<&str>,
+        q: &Query,
+    ) -> Result<Value, ApiError> {
+        let input: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the body of the request is not valid JSON: {e}"))
+        })?;
+        let kind = patch_type.map(crate::patch::PatchKind::from_content_type).transpose()?;
+        let precondition = match kind {
+            None => object::path(&input, "metadata.resourceVersion")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(parse_revision)
+                .transpose()?,
+            Some(_) => None,
+        };
+        let main = Target { subresource: None, ..t.clone() };
+        let info = t.info;
+        let name = t.name.clone().unwrap_or_default();
+        let written = self
+            .write(&main, q, precondition, move |current| {
+                let scale = match kind {
+                    None => input.clone(),
+                    Some(kind) => {
+                        crate::patch::apply(kind, &crate::scale::scale_of(current), &input)?
+                    }
+                };
+                crate::scale::apply_scale(current, &scale).map_err(|m| {
+                    ApiError::invalid(
+                        info,
+                        &name,
+                        &[rudder_api::FieldError::invalid(
+                            "spec.replicas",
+                            scale["spec"]["replicas"].clone(),
+                            m,
+                        )],
+                    )
+                })
+            })
+            .await?;
+        Ok(crate::scale::scale_of(&written.object))
+    }
+
     /// PATCH: applies `patch` of `content_type` to the current object, then writes it.
     pub async fn patch(
         &self,

@@ -445,6 +445,63 @@ fn services_get_cluster_ips_and_node_ports() {
 }
 
 #[test]
+fn scale_set_image_run_and_expose() {
+    let s = Server::start();
+    s.kubectl_stdin(&["apply", "-f", "-"], Some(MANIFEST));
+    let out = s.kubectl(&["scale", "deploy", "ml-model-serving", "--replicas=4"]);
+    assert!(out.contains("deployment.apps/ml-model-serving scaled"), "{out}");
+    let scale = s.kubectl(&[
+        "get",
+        "--raw",
+        "/apis/apps/v1/namespaces/default/deployments/ml-model-serving/scale",
+    ]);
+    let scale: serde_json::Value = serde_json::from_str(&scale).unwrap();
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 4);
+    assert_eq!(scale["status"]["selector"], "app=ml-model");
+
+    s.kubectl(&["set", "image", "deployment/ml-model-serving", "ml-rest-server=ml-serving:2"]);
+    let wide = s.kubectl(&["get", "deploy", "ml-model-serving", "-o", "wide"]);
+    assert!(
+        wide.contains("0/4") && wide.contains("ml-serving:2") && wide.contains("app=ml-model"),
+        "{wide}"
+    );
+    let generation =
+        s.kubectl(&["get", "deploy", "ml-model-serving", "-o", "jsonpath={.metadata.generation}"]);
+    assert_eq!(generation, "3", "scale and set image each changed the spec");
+
+    let out = s.kubectl(&["run", "pi", "--image=busybox", "--restart=Never"]);
+    assert!(out.contains("pod/pi created"), "{out}");
+    let pods = s.kubectl(&["get", "pods"]);
+    let header: Vec<&str> = pods.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert!(
+        pods.lines().any(|l| l.starts_with("pi ") && l.contains("0/1") && l.contains("Pending")),
+        "{pods}"
+    );
+
+    let out = s.kubectl(&[
+        "expose",
+        "deployment",
+        "ml-model-serving",
+        "--type=NodePort",
+        "--port",
+        "8080",
+    ]);
+    assert!(out.contains("service/ml-model-serving exposed"), "{out}");
+    let svc = s.kubectl(&[
+        "get",
+        "svc",
+        "ml-model-serving",
+        "-o",
+        "jsonpath={.spec.type} {.spec.selector.app} {.spec.ports[0].nodePort}",
+    ]);
+    let parts: Vec<&str> = svc.split(' ').collect();
+    assert_eq!(parts[..2], ["NodePort", "ml-model"], "{svc}");
+    assert!(parts[2].parse::<u16>().is_ok_and(|p| p >= 30000), "{svc}");
+}
+
+#[test]
 fn get_watch_sees_create_update_and_delete() {
     let s = Server::start();
     let mut watch = Command::new(KUBECTL)
