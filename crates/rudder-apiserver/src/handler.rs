@@ -129,9 +129,6 @@ async fn dispatch(app: &AppState, req: Request) -> Result<Response, ApiError> {
         .unwrap_or("")
         .to_owned();
     let method = req.method().clone();
-    if matches!(method, Method::POST | Method::PUT) {
-        check_body_media_type(&content_type)?;
-    }
     let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|_| {
         ApiError::new(
             413,
@@ -139,20 +136,34 @@ async fn dispatch(app: &AppState, req: Request) -> Result<Response, ApiError> {
             format!("Request entity too large: limit is {MAX_BODY_BYTES}"),
         )
     })?;
+    let body = if matches!(method, Method::POST | Method::PUT | Method::DELETE) && !body.is_empty()
+    {
+        json_body(&content_type, body)?
+    } else {
+        body
+    };
     resource(app, &target, &query, &method, &accept, &content_type, &body).await
 }
 
-/// Bodies are JSON. Clients that try protobuf or CBOR first (kubectl 1.33 does) get 415
-/// and fall back to JSON.
-fn check_body_media_type(content_type: &str) -> Result<(), ApiError> {
+/// Request bodies as JSON: JSON passes through; Kubernetes protobuf (what kubectl 1.33's
+/// typed clients send) is decoded; anything else is 415.
+fn json_body(content_type: &str, body: bytes::Bytes) -> Result<bytes::Bytes, ApiError> {
     let media = content_type.split(';').next().unwrap_or("").trim();
     match media {
-        "" | "application/json" | "*/*" => Ok(()),
+        "" | "application/json" | "*/*" => Ok(body),
+        rudder_proto::MEDIA_TYPE => {
+            let obj = rudder_proto::decode_object(&body).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body of the request could not be decoded as protobuf: {e}"
+                ))
+            })?;
+            Ok(bytes::Bytes::from(serde_json::to_vec(&obj).expect("JSON")))
+        }
         other => Err(ApiError::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json (got {other})"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/vnd.kubernetes.protobuf (got {other})"
             ),
         )),
     }

@@ -155,7 +155,8 @@ pub async fn allocate(
         if needs_node_ports(service) {
             let ports = service.pointer_mut("/spec/ports").and_then(Value::as_array_mut);
             for (i, port) in ports.into_iter().flatten().enumerate() {
-                match port.get("nodePort").and_then(Value::as_u64) {
+                // 0 (what Go clients send for "unset") asks for a port like an absent field.
+                match port.get("nodePort").and_then(Value::as_u64).filter(|p| *p != 0) {
                     Some(p) if already.node_ports.contains(&(p as u16)) => {}
                     Some(p) => {
                         let p16 = u16::try_from(p).ok().filter(|p| NODE_PORTS.contains(p));

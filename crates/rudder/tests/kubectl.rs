@@ -501,6 +501,115 @@ fn scale_set_image_run_and_expose() {
     assert!(parts[2].parse::<u16>().is_ok_and(|p| p >= 30000), "{svc}");
 }
 
+/// kubectl's `create <kind>` subcommands use typed clients, which send protobuf bodies.
+#[test]
+fn create_subcommands_send_protobuf() {
+    let s = Server::start();
+    let dir = s.data_dir.join("cm-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("one"), "1\n").unwrap();
+    std::fs::write(dir.join("two"), "2\n").unwrap();
+    let single = s.data_dir.join("game.properties");
+    std::fs::write(&single, "lives=3\n").unwrap();
+
+    assert!(s.kubectl(&["create", "namespace", "team-a"]).contains("namespace/team-a created"));
+    s.kubectl(&[
+        "create",
+        "configmap",
+        "lit",
+        "-n",
+        "team-a",
+        "--from-literal=a=b",
+        "--from-literal=c=d",
+    ]);
+    assert_eq!(
+        s.kubectl(&["get", "cm", "lit", "-n", "team-a", "-o", "jsonpath={.data}"]),
+        r#"{"a":"b","c":"d"}"#
+    );
+    s.kubectl(&[
+        "create",
+        "configmap",
+        "files",
+        "--from-file",
+        single.to_str().unwrap(),
+        "--from-file",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        s.kubectl(&["get", "cm", "files", "-o", "jsonpath={.data}"]),
+        r#"{"game.properties":"lives=3\n","one":"1\n","two":"2\n"}"#
+    );
+
+    s.kubectl(&["create", "secret", "generic", "pw", "--from-literal=password=hunter2"]);
+    assert_eq!(
+        s.kubectl(&["get", "secret", "pw", "-o", "jsonpath={.data.password}"]),
+        "aHVudGVyMg=="
+    );
+    s.kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "reg",
+        "--docker-server=registry.test",
+        "--docker-username=u",
+        "--docker-password=p",
+    ]);
+    assert_eq!(
+        s.kubectl(&["get", "secret", "reg", "-o", "jsonpath={.type}"]),
+        "kubernetes.io/dockerconfigjson"
+    );
+
+    s.kubectl(&["create", "deployment", "web", "--image=nginx", "--replicas=2", "--port=80"]);
+    let deploy = s.kubectl(&["get", "deploy", "web", "-o", "json"]);
+    let deploy: serde_json::Value = serde_json::from_str(&deploy).unwrap();
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    assert_eq!(deploy["spec"]["selector"]["matchLabels"]["app"], "web");
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "nginx");
+    assert_eq!(container["ports"][0]["containerPort"], 80);
+    assert!(container.get("stdin").is_none(), "Go zero values are not stored: {container}");
+    s.kubectl(&["create", "deployment", "none", "--image=nginx", "--replicas=0"]);
+    assert_eq!(
+        s.kubectl(&["get", "deploy", "none", "-o", "jsonpath={.spec.replicas}"]),
+        "0",
+        "an explicit 0 is kept"
+    );
+
+    s.kubectl(&["create", "job", "pi", "--image=busybox", "--", "sh", "-c", "echo 3.14"]);
+    assert_eq!(
+        s.kubectl(&[
+            "get",
+            "job",
+            "pi",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].command}"
+        ]),
+        r#"["sh","-c","echo 3.14"]"#
+    );
+    s.kubectl(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox",
+        "--schedule=*/1 * * * *",
+        "--",
+        "date",
+    ]);
+    assert_eq!(
+        s.kubectl(&["get", "cronjob", "tick", "-o", "jsonpath={.spec.schedule}"]),
+        "*/1 * * * *"
+    );
+    s.kubectl(&["create", "service", "clusterip", "cip", "--tcp=80:8080"]);
+    s.kubectl(&["create", "service", "nodeport", "np", "--tcp=80:8080"]);
+    let np: u16 = s
+        .kubectl(&["get", "svc", "np", "-o", "jsonpath={.spec.ports[0].nodePort}"])
+        .parse()
+        .unwrap();
+    assert!((30000..=32767).contains(&np), "a nodePort of 0 from a Go client means allocate one");
+    let err = s.kubectl_fails(&["create", "namespace", "team-a"], None);
+    assert!(err.contains("namespaces \"team-a\" already exists"), "{err}");
+}
+
 #[test]
 fn get_watch_sees_create_update_and_delete() {
     let s = Server::start();
