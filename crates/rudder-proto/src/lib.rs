@@ -161,9 +161,8 @@ fn decode_message(message: &'static str, bytes: &[u8], depth: usize) -> Result<V
         }
         let mut values = decode_scalar(field, value, depth)?;
         if !field.repeated {
-            values.retain(|v| {
-                !v.is_null() && (!is_zero(v) || ZERO_MATTERS.contains(&name.as_str()))
-            });
+            values
+                .retain(|v| !v.is_null() && (!is_zero(v) || ZERO_MATTERS.contains(&name.as_str())));
         }
         if field.repeated {
             let entry = out.entry(name).or_insert_with(|| json!([]));

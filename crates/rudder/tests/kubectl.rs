@@ -611,6 +611,77 @@ fn create_subcommands_send_protobuf() {
 }
 
 #[test]
+fn namespaces_selectors_dry_run_and_limits() {
+    let s = Server::start();
+    s.kubectl(&["create", "namespace", "doomed"]);
+    s.kubectl(&["create", "configmap", "inside", "-n", "doomed", "--from-literal=a=b"]);
+    // Nothing empties namespaces yet (the namespace controller comes with the controller
+    // manager), so don't wait for the deletion to finish.
+    s.kubectl(&["delete", "namespace", "doomed", "--wait=false"]);
+    let phase = s.kubectl(&["get", "ns", "doomed", "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(phase, "Terminating");
+    let err = s.kubectl_fails(
+        &["create", "configmap", "late", "-n", "doomed", "--from-literal=a=b"],
+        None,
+    );
+    assert!(
+        err.contains(
+            "unable to create new content in namespace doomed because it is being terminated"
+        ),
+        "{err}"
+    );
+
+    for (name, tier) in [("a", "web"), ("b", "web"), ("c", "db")] {
+        s.kubectl(&["create", "configmap", name, "--from-literal=k=v"]);
+        s.kubectl(&["label", "cm", name, &format!("tier={tier}")]);
+    }
+    let web = s.kubectl(&["get", "cm", "-l", "tier=web", "-o", "name"]);
+    assert_eq!(web.lines().collect::<Vec<_>>(), ["configmap/a", "configmap/b"]);
+    let set = s.kubectl(&["get", "cm", "-l", "tier in (db),tier notin (web)", "-o", "name"]);
+    assert_eq!(set.trim(), "configmap/c");
+    let by_name = s.kubectl(&["get", "cm", "--field-selector", "metadata.name=b", "-o", "name"]);
+    assert_eq!(by_name.trim(), "configmap/b");
+    let everywhere = s.kubectl(&[
+        "get",
+        "cm",
+        "-A",
+        "--field-selector",
+        "metadata.namespace=doomed",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(everywhere.trim(), "configmap/inside");
+    let page = s.kubectl(&["get", "cm", "--chunk-size=1", "-o", "name"]);
+    assert_eq!(page.lines().count(), 3, "paging through the list finds everything: {page}");
+
+    let dry = s.kubectl(&[
+        "create",
+        "configmap",
+        "ghost",
+        "--from-literal=a=b",
+        "--dry-run=server",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(dry.trim(), "configmap/ghost");
+    let err = s.kubectl_fails(&["get", "cm", "ghost"], None);
+    assert!(err.contains("not found"), "a server dry run stores nothing: {err}");
+
+    s.kubectl(&["delete", "cm", "-l", "tier=web"]);
+    assert_eq!(s.kubectl(&["get", "cm", "-o", "name"]).trim(), "configmap/c");
+    s.kubectl(&["delete", "cm", "--all"]);
+    assert_eq!(s.kubectl(&["get", "cm", "-o", "name"]).trim(), "");
+
+    // A body over 3 MiB is refused before it is parsed.
+    let big = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n  k: \"{}\"\n",
+        "x".repeat(3 * 1024 * 1024 + 10)
+    );
+    let err = s.kubectl_fails(&["create", "-f", "-"], Some(&big));
+    assert!(err.contains("Request entity too large"), "{}", &err[..err.len().min(300)]);
+}
+
+#[test]
 fn get_watch_sees_create_update_and_delete() {
     let s = Server::start();
     let mut watch = Command::new(KUBECTL)
