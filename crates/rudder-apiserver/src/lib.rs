@@ -6,8 +6,10 @@
 //! are objects, lists, `table`s or `watch` streams; errors become `Status` in `status`.
 
 pub mod clock;
+pub mod defaults;
 pub mod discovery;
 pub mod handler;
+pub mod kind_validation;
 pub mod kubeconfig;
 pub mod object;
 pub mod patch;

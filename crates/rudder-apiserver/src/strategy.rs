@@ -15,6 +15,10 @@ fn keeps_status_on_create(kind: &str) -> bool {
 }
 
 pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
+    crate::defaults::apply(info.kind, obj);
+    if info.kind == "Job" {
+        job_selector(obj);
+    }
     if obj.get("spec").is_some() {
         meta_mut(obj).insert("generation".into(), json!(1));
     }
@@ -49,6 +53,7 @@ pub fn prepare_for_update(
     current: &Value,
     new: &mut Value,
 ) {
+    crate::defaults::apply(info.kind, new);
     if subresource == Some("status") {
         let status = new.get("status").cloned();
         *new = current.clone();
@@ -112,7 +117,7 @@ pub fn prepare_for_update(
 
 /// Kind-specific validation (every error, upstream wording).
 pub fn validate(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
-    let mut errors = Vec::new();
+    let mut errors = crate::kind_validation::validate(info.kind, obj);
     if matches!(info.kind, "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController")
         && let Some(replicas) = object::path(obj, "spec.replicas")
     {
@@ -158,4 +163,27 @@ pub fn prepare_for_delete(
         return true;
     }
     false
+}
+
+/// Upstream's Job strategy: unless `manualSelector`, the selector is generated from the Job's
+/// uid and the template carries the matching labels.
+fn job_selector(obj: &mut Value) {
+    if object::path(obj, "spec.manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    let uid = object::meta_str(obj, "uid").unwrap_or_default().to_owned();
+    let name = object::name(obj).unwrap_or_default().to_owned();
+    obj["spec"]["selector"] =
+        json!({ "matchLabels": { "batch.kubernetes.io/controller-uid": uid } });
+    let labels = obj["spec"]["template"]["metadata"]["labels"].take();
+    let mut labels = labels.as_object().cloned().unwrap_or_default();
+    for (k, v) in [
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("job-name", &name),
+    ] {
+        labels.insert(k.into(), json!(v));
+    }
+    obj["spec"]["template"]["metadata"]["labels"] = Value::Object(labels);
 }

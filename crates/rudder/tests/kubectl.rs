@@ -223,6 +223,11 @@ fn apply_reapply_configure_and_delete() {
     let generation =
         s.kubectl(&["get", "deploy", "ml-model-serving", "-o", "jsonpath={.metadata.generation}"]);
     assert_eq!(generation, "2", "a spec change bumps the generation");
+    let defaults = s.kubectl(&[
+        "get", "deploy", "ml-model-serving", "-o",
+        "jsonpath={.spec.strategy.type} {.spec.strategy.rollingUpdate.maxSurge} {.spec.revisionHistoryLimit} {.spec.template.spec.restartPolicy} {.spec.template.spec.containers[0].imagePullPolicy}",
+    ]);
+    assert_eq!(defaults, "RollingUpdate 25% 10 Always IfNotPresent", "upstream defaults");
     let table = s.kubectl(&["get", "deployments"]);
     let header = table.lines().next().unwrap();
     assert_eq!(
@@ -315,6 +320,16 @@ fn bad_input_gets_upstream_errors() {
         "{err}"
     );
 
+    let mismatched = MANIFEST.replace(
+        "      labels:\n        app: ml-model\n    spec:",
+        "      labels:\n        app: other\n    spec:",
+    );
+    assert_ne!(mismatched, MANIFEST);
+    let err = s.kubectl_fails(&["apply", "-f", "-"], Some(&mismatched));
+    assert!(err.contains("spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"other\"}: `selector` does not match template `labels`"), "{err}");
+    let no_image = MANIFEST.replace("          image: ml-serving:1.0\n", "");
+    let err = s.kubectl_fails(&["apply", "-f", "-"], Some(&no_image));
+    assert!(err.contains("spec.template.spec.containers[0].image: Required value"), "{err}");
     let err = s.kubectl_fails(&["get", "deploy", "nothing-here"], None);
     assert!(err.contains("deployments.apps \"nothing-here\" not found"), "{err}");
     let err = s.kubectl_fails(&["get", "pods", "-l", "app in (x"], None);
