@@ -1,0 +1,119 @@
+//! The test harness: a real `rudder server` process and the real kubectl 1.33.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+/// Bounds a wait so that a hang fails the test instead of blocking it.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct Server {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::Builder::new().prefix("rudder-e2e-").tempdir().unwrap();
+        let data_dir = dir.path().to_owned();
+        let mut server = Server::start_in(&data_dir);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts a server on an existing data dir (a restart).
+    pub fn start_in(data_dir: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rudder"))
+            .args(["server", "--bind-address", "127.0.0.1", "--port", "0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUDDER_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start rudder server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut server = Server { child, data_dir: data_dir.to_owned(), _dir: None };
+        loop {
+            match rx.recv_timeout(DEADLINE) {
+                Ok(line) if line.contains("listening on https://") => break,
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = server.child.kill();
+                    panic!("rudder server did not start");
+                }
+            }
+        }
+        server
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("admin.kubeconfig")
+    }
+
+    pub fn kubectl_raw(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(KUBECTL);
+        cmd.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run kubectl 1.33");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn kubectl_raw_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(KUBECTL)
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kubectl 1.33")
+    }
+
+    /// Runs kubectl and returns stdout, failing the test if kubectl fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        self.kubectl_stdin(args, None)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_raw(args, stdin);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    pub fn kubectl_fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_raw(args, stdin);
+        assert!(!out.status.success(), "kubectl {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
