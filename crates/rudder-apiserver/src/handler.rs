@@ -229,6 +229,9 @@ async fn resource_verb(
 ) -> Result<Response, ApiError> {
     let reg = &app.registry;
     let subresource = t.subresource.as_deref();
+    if t.info.kind == "ComponentStatus" {
+        return component_statuses(reg, t, verb, accept, q).await;
+    }
     if subresource == Some("scale") {
         return match verb {
             "get" => Ok(json_response(StatusCode::OK, &reg.get_scale(t).await?)),
@@ -308,6 +311,37 @@ async fn resource_verb(
         }
         _ => Err(ApiError::method_not_allowed(verb, t.info)),
     }
+}
+
+async fn component_statuses(
+    reg: &Registry,
+    t: &Target,
+    verb: &str,
+    accept: &str,
+    q: &Query,
+) -> Result<Response, ApiError> {
+    let all = crate::component_status::current(reg).await;
+    let items: Vec<Value> = match (verb, &t.name) {
+        ("list", _) => all,
+        ("get", Some(name)) => {
+            let found = all.into_iter().find(|c| c["metadata"]["name"] == json!(name));
+            vec![found.ok_or_else(|| ApiError::not_found(t.info, name))?]
+        }
+        _ => return Err(ApiError::method_not_allowed(verb, t.info)),
+    };
+    let body = if table::wants_table(accept) {
+        table::table(t.info, &items, json!({}), reg.clock.now(), q.include_object.as_deref(), true)
+    } else if verb == "get" {
+        items.into_iter().next().expect("one item")
+    } else {
+        json!({ "kind": "ComponentStatusList", "apiVersion": "v1", "metadata": {}, "items": items })
+    };
+    let mut response = json_response(StatusCode::OK, &body);
+    let warning = format!("299 - \"{}\"", crate::component_status::DEPRECATION);
+    response
+        .headers_mut()
+        .append(header::WARNING, header::HeaderValue::from_str(&warning).expect("ASCII"));
+    Ok(response)
 }
 
 /// The router: everything goes through [`handle`].

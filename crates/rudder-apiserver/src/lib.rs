@@ -6,6 +6,7 @@
 //! are objects, lists, `table`s or `watch` streams; errors become `Status` in `status`.
 
 pub mod clock;
+pub mod component_status;
 pub mod defaults;
 pub mod discovery;
 pub mod handler;

@@ -98,9 +98,12 @@ pub fn name_suffix() -> String {
     (0..5).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
 }
 
-/// The value at a dotted path such as `spec.nodeName`.
+/// The value at a dotted path such as `spec.nodeName` (a number indexes an array).
 pub fn path<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {
-    dotted.split('.').try_fold(obj, |v, part| v.get(part))
+    dotted.split('.').try_fold(obj, |v, part| match (v, part.parse::<usize>()) {
+        (Value::Array(a), Ok(i)) => a.get(i),
+        _ => v.get(part),
+    })
 }
 
 #[cfg(test)]

@@ -140,6 +140,40 @@ fn containers_field(o: &Value, p: &str, field: &str) -> String {
         .unwrap_or_default()
 }
 
+fn or_default(s: String, default: &str) -> String {
+    if s.is_empty() { default.to_owned() } else { s }
+}
+
+fn access_modes(o: &Value, p: &str) -> String {
+    path(o, p)
+        .and_then(Value::as_array)
+        .map(|modes| {
+            modes
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|m| match m {
+                    "ReadWriteOnce" => "RWO",
+                    "ReadOnlyMany" => "ROX",
+                    "ReadWriteMany" => "RWX",
+                    "ReadWriteOncePod" => "RWOP",
+                    other => other,
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+fn push_template_wide(cols: &mut Vec<Column>) {
+    cols.push(wide("Containers", |o, _| {
+        json!(containers_field(o, "spec.template.spec.containers", "name"))
+    }));
+    cols.push(wide("Images", |o, _| {
+        json!(containers_field(o, "spec.template.spec.containers", "image"))
+    }));
+    cols.push(wide("Selector", |o, _| json!(selector_text(o, "spec.selector"))));
+}
+
 fn columns(info: &ResourceInfo) -> Vec<Column> {
     let mut cols = vec![name_col()];
     match info.kind {
@@ -216,6 +250,269 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
                 kind: "integer",
                 ..col("Ready", |o, _| json!(int_at(o, "status.readyReplicas")))
             });
+            cols.push(age_col());
+            push_template_wide(&mut cols);
+            return cols;
+        }
+        "StatefulSet" => {
+            cols.push(col("Ready", |o, _| {
+                json!(format!(
+                    "{}/{}",
+                    int_at(o, "status.readyReplicas"),
+                    path(o, "spec.replicas").and_then(Value::as_i64).unwrap_or(1)
+                ))
+            }));
+            cols.push(age_col());
+            cols.push(wide("Containers", |o, _| {
+                json!(containers_field(o, "spec.template.spec.containers", "name"))
+            }));
+            cols.push(wide("Images", |o, _| {
+                json!(containers_field(o, "spec.template.spec.containers", "image"))
+            }));
+            return cols;
+        }
+        "DaemonSet" => {
+            let int_col = |name, cell| Column { kind: "integer", ..col(name, cell) };
+            cols.push(int_col("Desired", |o, _| json!(int_at(o, "status.desiredNumberScheduled"))));
+            cols.push(int_col("Current", |o, _| json!(int_at(o, "status.currentNumberScheduled"))));
+            cols.push(int_col("Ready", |o, _| json!(int_at(o, "status.numberReady"))));
+            cols.push(int_col("Up-to-date", |o, _| {
+                json!(int_at(o, "status.updatedNumberScheduled"))
+            }));
+            cols.push(int_col("Available", |o, _| json!(int_at(o, "status.numberAvailable"))));
+            cols.push(col("Node Selector", |o, _| {
+                let parts: Vec<String> = path(o, "spec.template.spec.nodeSelector")
+                    .and_then(Value::as_object)
+                    .map(|m| {
+                        m.iter().filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?))).collect()
+                    })
+                    .unwrap_or_default();
+                json!(or_none(parts.join(",")))
+            }));
+            cols.push(age_col());
+            push_template_wide(&mut cols);
+            return cols;
+        }
+        "Job" => {
+            cols.push(col("Status", |o, _| {
+                let conditions = path(o, "status.conditions")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let is =
+                    |t: &str| conditions.iter().any(|c| c["type"] == t && c["status"] == "True");
+                json!(if is("Complete") {
+                    "Complete"
+                } else if is("Failed") {
+                    "Failed"
+                } else if is("FailureTarget") {
+                    "FailureTarget"
+                } else if is("Suspended") {
+                    "Suspended"
+                } else {
+                    "Running"
+                })
+            }));
+            cols.push(col("Completions", |o, _| {
+                let succeeded = int_at(o, "status.succeeded");
+                json!(match path(o, "spec.completions").and_then(Value::as_i64) {
+                    Some(c) => format!("{succeeded}/{c}"),
+                    None =>
+                        match path(o, "spec.parallelism").and_then(Value::as_i64).unwrap_or(1) {
+                            p if p > 1 => format!("{succeeded}/1 of {p}"),
+                            _ => format!("{succeeded}/1"),
+                        },
+                })
+            }));
+            cols.push(col("Duration", |o, now| {
+                let start = object::path(o, "status.startTime")
+                    .and_then(Value::as_str)
+                    .and_then(parse_rfc3339);
+                let end = object::path(o, "status.completionTime")
+                    .and_then(Value::as_str)
+                    .and_then(parse_rfc3339)
+                    .unwrap_or(now);
+                json!(
+                    start
+                        .map(|s| human_duration(end.duration_since(s).unwrap_or_default()))
+                        .unwrap_or_default()
+                )
+            }));
+            cols.push(age_col());
+            push_template_wide(&mut cols);
+            return cols;
+        }
+        "CronJob" => {
+            cols.push(col("Schedule", |o, _| json!(str_at(o, "spec.schedule"))));
+            cols.push(col("Timezone", |o, _| json!(or_none(str_at(o, "spec.timeZone")))));
+            cols.push(col("Suspend", |o, _| {
+                json!(if path(o, "spec.suspend") == Some(&json!(true)) { "True" } else { "False" })
+            }));
+            cols.push(Column {
+                kind: "integer",
+                ..col("Active", |o, _| json!(count_at(o, "status.active")))
+            });
+            cols.push(col("Last Schedule", |o, now| {
+                json!(
+                    object::path(o, "status.lastScheduleTime")
+                        .and_then(Value::as_str)
+                        .and_then(parse_rfc3339)
+                        .map(|t| human_duration(now.duration_since(t).unwrap_or_default()))
+                        .unwrap_or_else(|| "<none>".into())
+                )
+            }));
+            cols.push(age_col());
+            cols.push(wide("Containers", |o, _| {
+                json!(containers_field(o, "spec.jobTemplate.spec.template.spec.containers", "name"))
+            }));
+            cols.push(wide("Images", |o, _| {
+                json!(containers_field(
+                    o,
+                    "spec.jobTemplate.spec.template.spec.containers",
+                    "image"
+                ))
+            }));
+            return cols;
+        }
+        "Endpoints" => cols.push(col("Endpoints", |o, _| {
+            let mut out = Vec::new();
+            for subset in path(o, "subsets").and_then(Value::as_array).into_iter().flatten() {
+                let ports: Vec<i64> = subset["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["port"].as_i64())
+                    .collect();
+                for a in subset["addresses"].as_array().into_iter().flatten() {
+                    let ip = a["ip"].as_str().unwrap_or_default();
+                    if ports.is_empty() {
+                        out.push(ip.to_owned());
+                    }
+                    out.extend(ports.iter().map(|p| format!("{ip}:{p}")));
+                }
+            }
+            json!(match out.len() {
+                0 => "<none>".to_owned(),
+                n if n > 3 => format!("{} + {} more...", out[..3].join(","), n - 3),
+                _ => out.join(","),
+            })
+        })),
+        "Ingress" => {
+            cols.push(col("Class", |o, _| json!(or_none(str_at(o, "spec.ingressClassName")))));
+            cols.push(col("Hosts", |o, _| {
+                let hosts: Vec<String> = path(o, "spec.rules")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r["host"].as_str().map(str::to_owned))
+                    .collect();
+                json!(if hosts.is_empty() { "*".to_owned() } else { hosts.join(",") })
+            }));
+            cols.push(col("Address", |o, _| {
+                json!(containers_field(o, "status.loadBalancer.ingress", "ip"))
+            }));
+            cols.push(col("Ports", |o, _| {
+                json!(if count_at(o, "spec.tls") > 0 { "80, 443" } else { "80" })
+            }));
+        }
+        "PersistentVolume" => {
+            cols.push(col("Capacity", |o, _| json!(str_at(o, "spec.capacity.storage"))));
+            cols.push(col("Access Modes", |o, _| json!(access_modes(o, "spec.accessModes"))));
+            cols.push(col("Reclaim Policy", |o, _| {
+                json!(str_at(o, "spec.persistentVolumeReclaimPolicy"))
+            }));
+            cols.push(col("Status", |o, _| json!(str_at(o, "status.phase"))));
+            cols.push(col("Claim", |o, _| {
+                let ns = str_at(o, "spec.claimRef.namespace");
+                let name = str_at(o, "spec.claimRef.name");
+                json!(if name.is_empty() { String::new() } else { format!("{ns}/{name}") })
+            }));
+            cols.push(col("StorageClass", |o, _| json!(str_at(o, "spec.storageClassName"))));
+            cols.push(col("VolumeAttributesClass", |o, _| {
+                json!(or_none(str_at(o, "spec.volumeAttributesClassName")))
+            }));
+            cols.push(col("Reason", |o, _| json!(str_at(o, "status.reason"))));
+        }
+        "PersistentVolumeClaim" => {
+            cols.push(col("Status", |o, _| json!(str_at(o, "status.phase"))));
+            cols.push(col("Volume", |o, _| json!(str_at(o, "spec.volumeName"))));
+            cols.push(col("Capacity", |o, _| json!(str_at(o, "status.capacity.storage"))));
+            cols.push(col("Access Modes", |o, _| json!(access_modes(o, "status.accessModes"))));
+            cols.push(col("StorageClass", |o, _| json!(str_at(o, "spec.storageClassName"))));
+            cols.push(col("VolumeAttributesClass", |o, _| {
+                json!(or_none(str_at(o, "spec.volumeAttributesClassName")))
+            }));
+        }
+        "StorageClass" => {
+            cols.push(col("Provisioner", |o, _| json!(str_at(o, "provisioner"))));
+            cols.push(col("ReclaimPolicy", |o, _| {
+                json!(or_default(str_at(o, "reclaimPolicy"), "Delete"))
+            }));
+            cols.push(col("VolumeBindingMode", |o, _| {
+                json!(or_default(str_at(o, "volumeBindingMode"), "Immediate"))
+            }));
+            cols.push(col("AllowVolumeExpansion", |o, _| {
+                json!(path(o, "allowVolumeExpansion") == Some(&json!(true)))
+            }));
+        }
+        "HorizontalPodAutoscaler" => {
+            cols.push(col("Reference", |o, _| {
+                json!(format!(
+                    "{}/{}",
+                    str_at(o, "spec.scaleTargetRef.kind"),
+                    str_at(o, "spec.scaleTargetRef.name")
+                ))
+            }));
+            cols.push(col("Targets", |_, _| json!("<unknown>")));
+            cols.push(Column {
+                kind: "integer",
+                ..col("MinPods", |o, _| {
+                    json!(path(o, "spec.minReplicas").and_then(Value::as_i64).unwrap_or(1))
+                })
+            });
+            cols.push(Column {
+                kind: "integer",
+                ..col("MaxPods", |o, _| json!(int_at(o, "spec.maxReplicas")))
+            });
+            cols.push(Column {
+                kind: "integer",
+                ..col("Replicas", |o, _| json!(int_at(o, "status.currentReplicas")))
+            });
+        }
+        "Lease" => cols.push(col("Holder", |o, _| json!(str_at(o, "spec.holderIdentity")))),
+        "PriorityClass" => {
+            cols.push(Column { kind: "integer", ..col("Value", |o, _| json!(int_at(o, "value"))) });
+            cols.push(col("Global-Default", |o, _| {
+                json!(path(o, "globalDefault") == Some(&json!(true)))
+            }));
+            cols.push(age_col());
+            cols.push(col("PreemptionPolicy", |o, _| {
+                json!(or_default(str_at(o, "preemptionPolicy"), "PreemptLowerPriority"))
+            }));
+            return cols;
+        }
+        "Event" if info.group.is_empty() => {
+            return vec![
+                col("Last Seen", |o, now| {
+                    let t = ["lastTimestamp", "eventTime", "firstTimestamp"].iter().find_map(|f| {
+                        object::path(o, f).and_then(Value::as_str).and_then(parse_rfc3339)
+                    });
+                    json!(
+                        t.map(|t| human_duration(now.duration_since(t).unwrap_or_default()))
+                            .unwrap_or_else(|| "<unknown>".into())
+                    )
+                }),
+                col("Type", |o, _| json!(str_at(o, "type"))),
+                col("Reason", |o, _| json!(str_at(o, "reason"))),
+                col("Object", |o, _| {
+                    json!(format!(
+                        "{}/{}",
+                        str_at(o, "involvedObject.kind").to_lowercase(),
+                        str_at(o, "involvedObject.name")
+                    ))
+                }),
+                col("Message", |o, _| json!(str_at(o, "message"))),
+            ];
         }
         "Service" => {
             cols.push(col("Type", |o, _| json!(or_none(str_at(o, "spec.type")))));
@@ -248,7 +545,13 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             return cols;
         }
         "ComponentStatus" => {
-            cols.push(col("Status", |o, _| json!(str_at(o, "conditions.0.type"))));
+            cols.push(col("Status", |o, _| {
+                json!(if str_at(o, "conditions.0.status") == "True" {
+                    "Healthy"
+                } else {
+                    "Unhealthy"
+                })
+            }));
             cols.push(col("Message", |o, _| json!(str_at(o, "conditions.0.message"))));
             cols.push(col("Error", |o, _| json!(str_at(o, "conditions.0.error"))));
             return cols;

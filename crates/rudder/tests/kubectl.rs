@@ -75,6 +75,22 @@ fn version_discovery_and_default_namespaces() {
         assert!(versions.lines().any(|l| l == gv), "{gv} missing from api-versions");
     }
 
+    let info = s.kubectl(&["cluster-info"]);
+    assert!(info.contains("Kubernetes control plane is running at https://127.0.0.1:"), "{info}");
+    let cs = s.kubectl_raw(&["get", "componentstatuses"], None);
+    let stdout = String::from_utf8_lossy(&cs.stdout);
+    assert!(cs.status.success());
+    assert!(String::from_utf8_lossy(&cs.stderr).contains("ComponentStatus is deprecated"));
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("storage") && l.contains("Healthy") && l.contains("sqlite ok")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("scheduler") && l.contains("Unhealthy")),
+        "{stdout}"
+    );
     let ns = s.kubectl(&["get", "ns", "--show-labels"]);
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let line = ns
@@ -504,6 +520,19 @@ fn create_subcommands_send_protobuf() {
     assert_eq!(
         s.kubectl(&["get", "cronjob", "tick", "-o", "jsonpath={.spec.schedule}"]),
         "*/1 * * * *"
+    );
+    let jobs = s.kubectl(&["get", "jobs"]);
+    let header: Vec<&str> = jobs.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]);
+    assert!(
+        jobs.lines().any(|l| l.starts_with("pi ") && l.contains("Running") && l.contains("0/1")),
+        "{jobs}"
+    );
+    let cronjobs = s.kubectl(&["get", "cronjobs"]);
+    let header: Vec<&str> = cronjobs.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST", "SCHEDULE", "AGE"]
     );
     s.kubectl(&["create", "service", "clusterip", "cip", "--tcp=80:8080"]);
     s.kubectl(&["create", "service", "nodeport", "np", "--tcp=80:8080"]);
