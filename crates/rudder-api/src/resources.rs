@@ -162,6 +162,10 @@ static BUILTIN: &[ResourceInfo] = &[
     // coordination.k8s.io/v1
     resource!("coordination.k8s.io", "v1", "Lease", "leases", "lease",
         short: NONE, cat: NONE, namespaced: true, verbs: STANDARD_VERBS, sub: NONE),
+    // apiextensions.k8s.io/v1: listed so that clients can tell that a kind is not a custom
+    // resource; creating CustomResourceDefinitions is refused until rudder serves them.
+    resource!("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition",
+        short: &["crd", "crds"], cat: &["api-extensions"], namespaced: false, verbs: STANDARD_VERBS, sub: STATUS),
     // discovery.k8s.io/v1
     resource!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice",
         short: NONE, cat: NONE, namespaced: true, verbs: STANDARD_VERBS, sub: NONE),

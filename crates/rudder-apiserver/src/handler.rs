@@ -91,6 +91,7 @@ async fn dispatch(app: &AppState, req: Request) -> Result<Response, ApiError> {
             let doc = discovery::api_group_doc(group).ok_or_else(ApiError::route_not_found)?;
             return Ok(json_response(StatusCode::OK, &doc));
         }
+        ["openapi", "v2"] if get => return Ok(openapi_v2(&accept)),
         ["openapi", "v3"] if get => {
             return Ok(json_response(StatusCode::OK, rudder_openapi::root()));
         }
@@ -169,6 +170,34 @@ fn json_body(content_type: &str, body: bytes::Bytes) -> Result<bytes::Bytes, Api
     }
 }
 
+/// `/openapi/v2`: rudder describes its schemas in OpenAPI v3; the v2 document is an empty
+/// Swagger 2.0 shell. kubectl reads it only to decide that a kind it cannot find in v3 (a
+/// removed API version such as apps/v1beta1) has no schema, and then reports the kind as
+/// unknown, as it does against upstream.
+fn openapi_v2(accept: &str) -> Response {
+    const TITLE: &[u8] = b"Kubernetes";
+    const VERSION: &[u8] = b"v1.33.0";
+    if accept.contains("application/com.github.proto-openapi.spec.v2") {
+        // gnostic's OpenAPIv2 Document: swagger = 1, info = 2 (title = 1, version = 2).
+        let mut info = vec![0x0a, TITLE.len() as u8];
+        info.extend_from_slice(TITLE);
+        info.extend_from_slice(&[0x12, VERSION.len() as u8]);
+        info.extend_from_slice(VERSION);
+        let mut doc = vec![0x0a, 3];
+        doc.extend_from_slice(b"2.0");
+        doc.extend_from_slice(&[0x12, info.len() as u8]);
+        doc.extend(info);
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")],
+            doc,
+        )
+            .into_response();
+    }
+    let doc = json!({ "swagger": "2.0", "info": { "title": "Kubernetes", "version": "v1.33.0" }, "paths": {}, "definitions": {} });
+    json_response(StatusCode::OK, &doc)
+}
+
 fn aggregated(doc: Value) -> Response {
     (
         StatusCode::OK,
@@ -229,6 +258,13 @@ async fn resource_verb(
 ) -> Result<Response, ApiError> {
     let reg = &app.registry;
     let subresource = t.subresource.as_deref();
+    if t.info.kind == "CustomResourceDefinition" && matches!(verb, "create" | "update" | "patch") {
+        return Err(ApiError::new(
+            501,
+            "NotImplemented",
+            "CustomResourceDefinitions are not supported by rudder yet: custom resources cannot be served",
+        ));
+    }
     if t.info.kind == "ComponentStatus" {
         return component_statuses(reg, t, verb, accept, q).await;
     }

@@ -57,6 +57,12 @@ pub fn pod_spec(spec: &Value, path: &str, allowed_restart: &[&str], errors: &mut
                     }
                 }
             }
+            if list == "containers" && c.get("restartPolicy").is_some() {
+                errors.push(FieldError::forbidden(
+                    format!("{cpath}.restartPolicy"),
+                    "may not be set for non-init containers",
+                ));
+            }
             if c.get("image").and_then(Value::as_str).is_none_or(|i| i.trim().is_empty()) {
                 errors.push(FieldError::required(format!("{cpath}.image"), ""));
             }

@@ -2,6 +2,7 @@
 //! `BENCH <suite>.<subject>.<metric> <value> <unit>`. Every suite measures its comparison
 //! (another backend, a bare baseline) in the same run.
 
+mod api;
 mod report;
 mod store;
 
@@ -12,7 +13,10 @@ const USAGE: &str = "usage: rudder-bench <suite> [options]
 suites:
   store [--backends sqlite,etcd] [--seconds N]
       durable writes/s and p50/p99 latency at 1, 16 and 128 concurrent writers, reads/s,
-      and watch delivery p99 with 1,000 watchers, per backend";
+      and watch delivery p99 with 1,000 watchers, per backend
+  api [--backends sqlite,etcd] [--qps 500] [--seconds 10]
+      the HTTP API through the kube client: p50/p99 per verb at a fixed mixed rate, watch
+      delivery, and closed-loop requests/s, per datastore";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +27,7 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match suite.as_str() {
         "store" => runtime.block_on(store::run(store::Options::parse(&args[1..])?)),
+        "api" => runtime.block_on(api::run(api::Options::parse(&args[1..])?)),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Latencies of one measured operation.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Latencies {
     samples_us: Vec<u64>,
 }

@@ -56,6 +56,12 @@ static KINDS: &[Kind] = kinds![
     ("batch", "v1", "Job", api::batch::v1::Job),
     ("coordination.k8s.io", "v1", "Lease", api::coordination::v1::Lease),
     ("discovery.k8s.io", "v1", "EndpointSlice", api::discovery::v1::EndpointSlice),
+    (
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition
+    ),
     ("events.k8s.io", "v1", "Event", api::events::v1::Event),
     ("networking.k8s.io", "v1", "IngressClass", api::networking::v1::IngressClass),
     ("networking.k8s.io", "v1", "Ingress", api::networking::v1::Ingress),
