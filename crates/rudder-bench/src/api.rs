@@ -252,7 +252,7 @@ async fn throughput(api: &Api<ConfigMap>, duration: Duration) -> Result<f64> {
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while start.elapsed() < duration {
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     api.get(&format!("pre-{}", (n as usize + c) % PRELOADED)).await?;
                 } else {
                     api.create(&PostParams::default(), &config_map(&format!("tp-{c}-{n}"), "0"))
