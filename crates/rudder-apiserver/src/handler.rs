@@ -60,18 +60,12 @@ async fn dispatch(app: &AppState, req: Request) -> Result<Response, ApiError> {
     match segments.as_slice() {
         ["version"] if get => return Ok(json_response(StatusCode::OK, &version_info())),
         [check @ ("healthz" | "livez" | "readyz")] if get => {
-            let verbose = req.uri().query().is_some_and(|q| q.contains("verbose"));
-            let body = if verbose {
-                format!("[+]ping ok\n[+]log ok\n[+]storage ok\n{check} check passed\n")
-            } else {
-                "ok".to_owned()
-            };
-            return Ok((
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                body,
+            return Ok(health(
+                app,
+                check,
+                req.uri().query().is_some_and(|q| q.contains("verbose")),
             )
-                .into_response());
+            .await);
         }
         ["api"] if get => {
             return Ok(if discovery::wants_aggregated(&accept) {
@@ -196,6 +190,41 @@ fn openapi_v2(accept: &str) -> Response {
     }
     let doc = json!({ "swagger": "2.0", "info": { "title": "Kubernetes", "version": "v1.33.0" }, "paths": {}, "definitions": {} });
     json_response(StatusCode::OK, &doc)
+}
+
+/// `/healthz`, `/livez`, `/readyz`: the process answers (ping) and, for readiness and
+/// health, the store answers a read within a bound.
+async fn health(app: &AppState, check: &str, verbose: bool) -> Response {
+    let storage = if check == "livez" {
+        Ok(())
+    } else {
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            app.registry.store.current_revision(),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        }
+    };
+    let ok = storage.is_ok();
+    let body = if verbose {
+        let storage_line = match &storage {
+            Ok(()) => "[+]storage ok".to_owned(),
+            Err(e) => format!("[-]storage failed: {e}"),
+        };
+        let verdict =
+            if ok { format!("{check} check passed") } else { format!("{check} check failed") };
+        format!("[+]ping ok\n[+]log ok\n{storage_line}\n{verdict}\n")
+    } else if ok {
+        "ok".to_owned()
+    } else {
+        format!("[-]storage failed: {}\n{check} check failed\n", storage.err().unwrap_or_default())
+    };
+    let code = if ok { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
 fn aggregated(doc: Value) -> Response {

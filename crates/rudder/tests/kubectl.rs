@@ -75,6 +75,9 @@ fn version_discovery_and_default_namespaces() {
         assert!(versions.lines().any(|l| l == gv), "{gv} missing from api-versions");
     }
 
+    let ready = s.kubectl(&["get", "--raw", "/readyz?verbose"]);
+    assert!(ready.contains("[+]storage ok") && ready.contains("readyz check passed"), "{ready}");
+    assert_eq!(s.kubectl(&["get", "--raw", "/livez"]), "ok");
     let info = s.kubectl(&["cluster-info"]);
     assert!(info.contains("Kubernetes control plane is running at https://127.0.0.1:"), "{info}");
     let cs = s.kubectl_raw(&["get", "componentstatuses"], None);
@@ -145,6 +148,24 @@ fn apply_reapply_configure_and_delete() {
     let names = s.kubectl(&["get", "cm", "-o", "name"]);
     assert!(names.lines().any(|l| l == "configmap/game-config"), "{names}");
 
+    let columns =
+        s.kubectl(&["get", "cm", "-o", "custom-columns=NAME:.metadata.name,LIVES:.data.lives"]);
+    assert!(
+        columns.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["game-config", "5"]),
+        "{columns}"
+    );
+    let describe = s.kubectl(&["describe", "deployment", "ml-model-serving"]);
+    assert!(describe.contains("StrategyType:           RollingUpdate"), "{describe}");
+    assert!(describe.contains("ml-serving:2.0") && describe.contains("Events:"), "{describe}");
+    for kind in ["configmap/game-config", "service/kubernetes", "namespace/default"] {
+        let out = s.kubectl(&["describe", kind]);
+        assert!(out.contains("Name:"), "{kind}: {out}");
+    }
+    // diff: exit code 1 and the changed line when the manifest differs from the live object.
+    let drift = MANIFEST.replace("lives: \"3\"", "lives: \"7\"");
+    let diff = s.kubectl_raw(&["diff", "-f", "-"], Some(&drift));
+    assert_eq!(diff.status.code(), Some(1), "{}", String::from_utf8_lossy(&diff.stderr));
+    assert!(String::from_utf8_lossy(&diff.stdout).contains("+  lives: \"7\""));
     let out = s.kubectl_stdin(&["delete", "-f", "-"], Some(MANIFEST));
     assert!(out.contains("configmap \"game-config\" deleted"), "{out}");
     let err = s.kubectl_fails(&["get", "cm", "game-config"], None);
