@@ -46,13 +46,24 @@ fn check_fields(
     obj: &Value,
     mode: FieldValidation,
 ) -> Result<Vec<String>, ApiError> {
-    if mode == FieldValidation::Ignore {
-        return Ok(Vec::new());
-    }
     let Some(definition) = rudder_openapi::definition_for(info.group, info.version, info.kind)
     else {
         return Ok(Vec::new());
     };
+    // A value of the wrong type is a decoding error whatever the validation mode.
+    if let Some(e) = rudder_openapi::first_type_error(definition, obj) {
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: json: cannot unmarshal {found} into Go struct field {kind}.{path} of type {expected}",
+            kind = info.kind,
+            version = info.version,
+            found = e.found,
+            path = e.path,
+            expected = e.expected,
+        )));
+    }
+    if mode == FieldValidation::Ignore {
+        return Ok(Vec::new());
+    }
     let unknown: Vec<String> = rudder_openapi::validate_fields(definition, obj)
         .into_iter()
         .map(|path| format!("unknown field \"{path}\""))

@@ -18,7 +18,7 @@ use rudder_api::ResourceInfo;
 use rudder_api::resources::builtin_resources;
 use serde_json::{Map, Value, json};
 
-pub use strict::validate_fields;
+pub use strict::{TypeError, first_type_error, validate_fields};
 
 /// Every schema, keyed by upstream's definition name (`io.k8s.api.apps.v1.Deployment`).
 pub fn definitions() -> &'static Map<String, Value> {

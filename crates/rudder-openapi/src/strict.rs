@@ -48,6 +48,113 @@ fn walk(schema: &Value, value: &Value, path: &str, unknown: &mut Vec<String>) {
     }
 }
 
+/// A value of the wrong JSON type (what Go's decoder refuses before anything else).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeError {
+    /// Dotted path, e.g. `spec.replicas`.
+    pub path: String,
+    /// The JSON type found: `string`, `number`, `bool`, `object`, `array`.
+    pub found: &'static str,
+    /// The Go type expected, in Go's words: `string`, `int32`, `bool`, `map[string]string`, ...
+    pub expected: String,
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "string",
+        Value::Number(_) => "number",
+        Value::Bool(_) => "bool",
+        Value::Object(_) => "object",
+        Value::Array(_) => "array",
+        Value::Null => "null",
+    }
+}
+
+fn go_type(schema: &Value) -> String {
+    match schema.get("type").and_then(Value::as_str) {
+        Some("integer") => {
+            schema.get("format").and_then(Value::as_str).unwrap_or("int64").to_owned()
+        }
+        Some("number") => "float64".into(),
+        Some("boolean") => "bool".into(),
+        Some("array") => "array".into(),
+        Some("object") if schema.get("additionalProperties").is_some() => "map".into(),
+        Some("object") => "struct".into(),
+        Some(other) => other.to_owned(),
+        None => "value".into(),
+    }
+}
+
+/// The first value in `value` whose JSON type the schema `definition` does not allow.
+pub fn first_type_error(definition: &str, value: &Value) -> Option<TypeError> {
+    fn check(schema: &Value, value: &Value, path: &str) -> Option<TypeError> {
+        let resolved = resolve(schema);
+        let name = schema
+            .get("$ref")
+            .or_else(|| schema.get("allOf")?.as_array()?.first()?.get("$ref"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let schema = resolved.unwrap_or(schema);
+        if value.is_null()
+            || schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+        {
+            return None;
+        }
+        if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
+            || name.ends_with(".api.resource.Quantity")
+        {
+            return match value {
+                Value::String(_) | Value::Number(_) => None,
+                other => Some(TypeError {
+                    path: path.into(),
+                    found: json_type(other),
+                    expected: "string".into(),
+                }),
+            };
+        }
+        let ok = match (schema.get("type").and_then(Value::as_str), value) {
+            (None, _) => true,
+            (Some("string"), Value::String(_)) => true,
+            (Some("integer"), Value::Number(n)) => n.is_i64() || n.is_u64(),
+            (Some("number"), Value::Number(_)) => true,
+            (Some("boolean"), Value::Bool(_)) => true,
+            (Some("array"), Value::Array(_)) => true,
+            (Some("object"), Value::Object(_)) => true,
+            _ => false,
+        };
+        if !ok {
+            return Some(TypeError {
+                path: path.into(),
+                found: json_type(value),
+                expected: go_type(schema),
+            });
+        }
+        let join = |k: &str| if path.is_empty() { k.to_owned() } else { format!("{path}.{k}") };
+        match value {
+            Value::Object(map) => {
+                if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                    map.iter().find_map(|(k, v)| check(props.get(k)?, v, &join(k)))
+                } else if let Some(additional) =
+                    schema.get("additionalProperties").filter(|a| a.is_object())
+                {
+                    map.iter().find_map(|(k, v)| check(additional, v, &join(k)))
+                } else {
+                    None
+                }
+            }
+            Value::Array(items) => {
+                let item_schema = schema.get("items")?;
+                items
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, v)| check(item_schema, v, &format!("{path}[{i}]")))
+            }
+            _ => None,
+        }
+    }
+    check(definitions().get(definition)?, value, "")
+}
+
 /// The paths of fields `value` has that the schema `definition` does not declare, in
 /// upstream's form (`spec.template.spec.containers[0].foo`).
 pub fn validate_fields(definition: &str, value: &Value) -> Vec<String> {
@@ -62,6 +169,19 @@ pub fn validate_fields(definition: &str, value: &Value) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn finds_values_of_the_wrong_type() {
+        let cm = json!({"metadata": {"name": "x"}, "data": {"a": 1}});
+        let e = first_type_error("io.k8s.api.core.v1.ConfigMap", &cm).unwrap();
+        assert_eq!((e.path.as_str(), e.found, e.expected.as_str()), ("data.a", "number", "string"));
+        let d = json!({"spec": {"replicas": "3", "template": {"spec": {"containers": [{"name": "c", "resources": {"limits": {"cpu": 1}}}]}}}});
+        let e = first_type_error("io.k8s.api.apps.v1.Deployment", &d).unwrap();
+        assert_eq!((e.path.as_str(), e.expected.as_str()), ("spec.replicas", "int32"));
+        let ok = json!({"spec": {"replicas": 3, "strategy": {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}},
+            "template": {"spec": {"containers": [{"name": "c", "resources": {"limits": {"cpu": 1, "memory": "1Gi"}}}]}}}});
+        assert_eq!(first_type_error("io.k8s.api.apps.v1.Deployment", &ok), None);
+    }
 
     #[test]
     fn finds_unknown_fields_at_any_depth() {

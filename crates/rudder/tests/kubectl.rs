@@ -258,6 +258,42 @@ fn bad_input_gets_upstream_errors() {
     let no_image = MANIFEST.replace("          image: ml-serving:1.0\n", "");
     let err = s.kubectl_fails(&["apply", "-f", "-"], Some(&no_image));
     assert!(err.contains("spec.template.spec.containers[0].image: Required value"), "{err}");
+    // Raw bodies: wrong kind for the URL, malformed JSON, a value of the wrong type.
+    let dir = tempfile::tempdir().unwrap();
+    let raw = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        s.kubectl_fails(
+            &[
+                "create",
+                "--raw",
+                "/api/v1/namespaces/default/configmaps",
+                "-f",
+                path.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let err = raw("kind.json", r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"x"}}"#);
+    assert!(
+        err.contains("BadRequest")
+            && err.contains("(Service) does not match the expected kind (ConfigMap)"),
+        "{err}"
+    );
+    let err = raw("broken.json", r#"{"apiVersion":"v1","#);
+    assert!(err.contains("BadRequest"), "{err}");
+    let err = raw(
+        "type.json",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"q"},"data":{"a":1}}"#,
+    );
+    assert!(
+        err.contains(
+            "json: cannot unmarshal number into Go struct field ConfigMap.data.a of type string"
+        ),
+        "{err}"
+    );
+    let err = s.kubectl_fails(&["get", "cm", "q"], None);
+    assert!(err.contains("not found"), "nothing was stored: {err}");
     let err = s.kubectl_fails(&["get", "deploy", "nothing-here"], None);
     assert!(err.contains("deployments.apps \"nothing-here\" not found"), "{err}");
     let err = s.kubectl_fails(&["get", "pods", "-l", "app in (x"], None);
