@@ -297,6 +297,16 @@ async fn resource_verb(
     if t.info.kind == "ComponentStatus" {
         return component_statuses(reg, t, verb, accept, q).await;
     }
+    if t.info.kind == "Pod" && matches!(subresource, Some("binding" | "eviction")) {
+        if verb != "create" {
+            return Err(ApiError::method_not_allowed(verb, t.info));
+        }
+        let status = match subresource {
+            Some("binding") => crate::pod_subresources::bind(reg, t, body, q).await?,
+            _ => crate::pod_subresources::evict(reg, t, body, q).await?,
+        };
+        return Ok(json_response(StatusCode::CREATED, &status));
+    }
     if subresource == Some("scale") {
         return match verb {
             "get" => Ok(json_response(StatusCode::OK, &reg.get_scale(t).await?)),

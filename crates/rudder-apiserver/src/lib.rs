@@ -15,6 +15,7 @@ pub mod kubeconfig;
 pub mod object;
 pub mod patch;
 pub mod pki;
+pub mod pod_subresources;
 pub mod registry;
 pub mod request;
 pub mod scale;

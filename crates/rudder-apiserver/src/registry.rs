@@ -405,6 +405,18 @@ impl Registry {
             .await
     }
 
+    /// A read-modify-write on behalf of a subresource that may change spec and status alike
+    /// (`binding`): `t.subresource` names it, so the spec/status split does not apply.
+    pub async fn write_raw(
+        &self,
+        t: &Target,
+        q: &Query,
+        change: impl Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Written, ApiError> {
+        debug_assert!(t.subresource.as_deref().is_some_and(|s| s != "status"));
+        self.write(t, q, None, change).await
+    }
+
     /// Read-modify-write of one object: `change` computes the new object from the current
     /// one; the write is a compare-and-swap on the current revision, retried on races unless
     /// the client gave a resourceVersion precondition.

@@ -674,6 +674,52 @@ fn namespaces_selectors_dry_run_and_limits() {
 }
 
 #[test]
+fn pod_binding_and_eviction() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let post = |path: &str, body: &str| {
+        let file = dir.path().join("body.json");
+        std::fs::write(&file, body).unwrap();
+        s.kubectl_raw(&["create", "--raw", path, "-f", file.to_str().unwrap()], None)
+    };
+    s.kubectl(&["run", "a", "--image=busybox", "--labels=app=a"]);
+    let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"a"},"target":{"apiVersion":"v1","kind":"Node","name":"node-1"}}"#;
+    let out = post("/api/v1/namespaces/default/pods/a/binding", binding);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bound = s.kubectl(&[
+        "get",
+        "pod",
+        "a",
+        "-o",
+        "jsonpath={.spec.nodeName} {.status.conditions[0].type}={.status.conditions[0].status}",
+    ]);
+    assert_eq!(bound, "node-1 PodScheduled=True");
+    let again =
+        post("/api/v1/namespaces/default/pods/a/binding", &binding.replace("node-1", "node-2"));
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is already assigned to node \"node-1\"")
+    );
+
+    // A PodDisruptionBudget that allows no disruption blocks the eviction (429).
+    let pdb = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: keep-a\nspec:\n  minAvailable: 1\n  selector:\n    matchLabels:\n      app: a\n";
+    s.kubectl_stdin(&["apply", "-f", "-"], Some(pdb));
+    let eviction = r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"a","namespace":"default"}}"#;
+    let blocked = post("/api/v1/namespaces/default/pods/a/eviction", eviction);
+    assert!(!blocked.status.success());
+    assert!(
+        String::from_utf8_lossy(&blocked.stderr).contains("disruption budget"),
+        "{}",
+        String::from_utf8_lossy(&blocked.stderr)
+    );
+    s.kubectl(&["delete", "pdb", "keep-a"]);
+    let evicted = post("/api/v1/namespaces/default/pods/a/eviction", eviction);
+    assert!(evicted.status.success(), "{}", String::from_utf8_lossy(&evicted.stderr));
+    let err = s.kubectl_fails(&["get", "pod", "a"], None);
+    assert!(err.contains("pods \"a\" not found"), "{err}");
+}
+
+#[test]
 fn get_watch_sees_create_update_and_delete() {
     let s = Server::start();
     let mut watch = Command::new(KUBECTL)
