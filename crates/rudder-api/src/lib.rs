@@ -5,6 +5,7 @@
 pub mod field_error;
 pub mod labels;
 pub mod names;
+pub mod quantity;
 pub mod resources;
 
 pub use field_error::{FieldError, FieldErrorType};

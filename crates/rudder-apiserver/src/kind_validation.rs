@@ -32,6 +32,33 @@ fn port_in_range(errors: &mut Vec<FieldError>, field: String, v: Option<&Value>)
     }
 }
 
+/// Every resource amount of a container must be a well-formed, non-negative quantity.
+fn quantities(c: &Value, cpath: &str, errors: &mut Vec<FieldError>) {
+    for kind in ["limits", "requests"] {
+        let amounts = c.pointer(&format!("/resources/{kind}")).and_then(Value::as_object);
+        for (resource, amount) in amounts.into_iter().flatten() {
+            let field = format!("{cpath}.resources.{kind}.{resource}");
+            let text = match amount {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            match rudder_api::quantity::parse_milli(&text) {
+                Err(_) => errors.push(FieldError::invalid(
+                    field,
+                    text.as_str(),
+                    rudder_api::quantity::FORMAT_MESSAGE,
+                )),
+                Ok(v) if v < 0 => errors.push(FieldError::invalid(
+                    field,
+                    text.as_str(),
+                    "must be greater than or equal to 0",
+                )),
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
 pub fn pod_spec(spec: &Value, path: &str, allowed_restart: &[&str], errors: &mut Vec<FieldError>) {
     let containers = spec.get("containers").and_then(Value::as_array);
     if containers.is_none_or(|c| c.is_empty()) {
@@ -75,6 +102,7 @@ pub fn pod_spec(spec: &Value, path: &str, allowed_restart: &[&str], errors: &mut
                     &["Always", "IfNotPresent", "Never"],
                 ));
             }
+            quantities(c, &cpath, errors);
             for (j, p) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate()
             {
                 port_in_range(

@@ -294,6 +294,13 @@ fn bad_input_gets_upstream_errors() {
     );
     let err = s.kubectl_fails(&["get", "cm", "q"], None);
     assert!(err.contains("not found"), "nothing was stored: {err}");
+    let bad_quantity = MANIFEST.replace(
+        "          ports:\n",
+        "          resources:\n            limits:\n              memory: 1Gx\n          ports:\n",
+    );
+    assert_ne!(bad_quantity, MANIFEST);
+    let err = s.kubectl_fails(&["apply", "-f", "-"], Some(&bad_quantity));
+    assert!(err.contains("spec.template.spec.containers[0].resources.limits.memory: Invalid value: \"1Gx\": quantities must match the regular expression"), "{err}");
     let err = s.kubectl_fails(&["get", "deploy", "nothing-here"], None);
     assert!(err.contains("deployments.apps \"nothing-here\" not found"), "{err}");
     let err = s.kubectl_fails(&["get", "pods", "-l", "app in (x"], None);
