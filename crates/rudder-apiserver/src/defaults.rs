@@ -38,17 +38,11 @@ pub fn apply(kind: &str, o: &mut Value) {
             set(spec, "replicas", json!(1));
             set(spec, "revisionHistoryLimit", json!(10));
             set(spec, "progressDeadlineSeconds", json!(600));
-            let strategy = spec.entry("strategy").or_insert_with(|| json!({}));
-            if let Some(s) = obj(strategy) {
-                set(s, "type", json!("RollingUpdate"));
-                if s.get("type") == Some(&json!("RollingUpdate")) {
-                    let ru = s.entry("rollingUpdate").or_insert_with(|| json!({}));
-                    if let Some(ru) = obj(ru) {
-                        set(ru, "maxUnavailable", json!("25%"));
-                        set(ru, "maxSurge", json!("25%"));
-                    }
-                }
-            }
+            rolling_strategy(
+                spec,
+                "strategy",
+                json!({ "maxUnavailable": "25%", "maxSurge": "25%" }),
+            );
             template(o.pointer_mut("/spec/template"));
         }
         "ReplicaSet" => {
@@ -67,32 +61,13 @@ pub fn apply(kind: &str, o: &mut Value) {
                 "persistentVolumeClaimRetentionPolicy",
                 json!({ "whenDeleted": "Retain", "whenScaled": "Retain" }),
             );
-            let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
-            if let Some(s) = obj(strategy) {
-                set(s, "type", json!("RollingUpdate"));
-                if s.get("type") == Some(&json!("RollingUpdate")) {
-                    let ru = s.entry("rollingUpdate").or_insert_with(|| json!({}));
-                    if let Some(ru) = obj(ru) {
-                        set(ru, "partition", json!(0));
-                    }
-                }
-            }
+            rolling_strategy(spec, "updateStrategy", json!({ "partition": 0 }));
             template(o.pointer_mut("/spec/template"));
         }
         "DaemonSet" => {
             let Some(spec) = o.get_mut("spec").and_then(obj) else { return };
             set(spec, "revisionHistoryLimit", json!(10));
-            let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
-            if let Some(s) = obj(strategy) {
-                set(s, "type", json!("RollingUpdate"));
-                if s.get("type") == Some(&json!("RollingUpdate")) {
-                    let ru = s.entry("rollingUpdate").or_insert_with(|| json!({}));
-                    if let Some(ru) = obj(ru) {
-                        set(ru, "maxUnavailable", json!(1));
-                        set(ru, "maxSurge", json!(0));
-                    }
-                }
-            }
+            rolling_strategy(spec, "updateStrategy", json!({ "maxUnavailable": 1, "maxSurge": 0 }));
             template(o.pointer_mut("/spec/template"));
         }
         "Job" => {
@@ -127,6 +102,22 @@ pub fn apply(kind: &str, o: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// `<field>: {type: RollingUpdate, rollingUpdate: <rolling>}` unless another type is set.
+fn rolling_strategy(spec: &mut Map<String, Value>, field: &str, rolling: Value) {
+    let strategy = spec.entry(field).or_insert_with(|| json!({}));
+    if let Some(s) = obj(strategy) {
+        set(s, "type", json!("RollingUpdate"));
+        if s.get("type") == Some(&json!("RollingUpdate")) {
+            let ru = s.entry("rollingUpdate").or_insert_with(|| json!({}));
+            if let (Some(ru), Value::Object(defaults)) = (obj(ru), rolling) {
+                for (k, v) in defaults {
+                    set(ru, &k, v);
+                }
+            }
+        }
     }
 }
 

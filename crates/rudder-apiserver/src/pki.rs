@@ -45,7 +45,8 @@ fn read(path: &Path) -> Result<Option<String>, PkiError> {
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
+/// Writes `contents` to `path` atomically (temp file, fsync, rename), readable by the owner only.
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| PkiError::Io { path: path.to_owned(), source };

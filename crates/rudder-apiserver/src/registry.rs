@@ -147,17 +147,23 @@ impl Registry {
         Ok(())
     }
 
+    /// The stored version of `key`, or 404.
+    async fn existing(
+        &self,
+        info: &ResourceInfo,
+        key: &str,
+        name: &str,
+    ) -> Result<rudder_store::KeyValue, ApiError> {
+        self.store
+            .get(key)
+            .await
+            .map_err(|e| ApiError::from_store(e, info, name))?
+            .ok_or_else(|| ApiError::not_found(info, name))
+    }
+
     pub async fn get(&self, t: &Target) -> Result<Value, ApiError> {
         let name = t.name.as_deref().ok_or_else(ApiError::route_not_found)?;
-        let kv = self
-            .store
-            .get(&key(t.info, t.namespace.as_deref(), name))
-            .await
-            .map_err(|e| ApiError::from_store(e, t.info, name))?;
-        match kv {
-            Some(kv) => decode(&kv),
-            None => Err(ApiError::not_found(t.info, name)),
-        }
+        decode(&self.existing(t.info, &key(t.info, t.namespace.as_deref(), name), name).await?)
     }
 
     pub async fn create(&self, t: &Target, body: &[u8], q: &Query) -> Result<Written, ApiError> {
@@ -431,12 +437,7 @@ impl Registry {
         let name = t.name.as_deref().ok_or_else(ApiError::route_not_found)?;
         let k = key(info, t.namespace.as_deref(), name);
         for _ in 0..UPDATE_RETRIES {
-            let kv = self
-                .store
-                .get(&k)
-                .await
-                .map_err(|e| ApiError::from_store(e, info, name))?
-                .ok_or_else(|| ApiError::not_found(info, name))?;
+            let kv = self.existing(info, &k, name).await?;
             if precondition.is_some_and(|p| p != kv.mod_revision) {
                 return Err(ApiError::conflict(info, name));
             }
@@ -526,12 +527,7 @@ impl Registry {
         };
         let k = key(info, t.namespace.as_deref(), name);
         for _ in 0..UPDATE_RETRIES {
-            let kv = self
-                .store
-                .get(&k)
-                .await
-                .map_err(|e| ApiError::from_store(e, info, name))?
-                .ok_or_else(|| ApiError::not_found(info, name))?;
+            let kv = self.existing(info, &k, name).await?;
             let current = decode(&kv)?;
             if let Some(uid) = object::path(&options, "preconditions.uid").and_then(Value::as_str)
                 && object::meta_str(&current, "uid") != Some(uid)

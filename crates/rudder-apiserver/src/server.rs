@@ -160,7 +160,7 @@ pub async fn run(
     let server_url = format!("https://{client_host}:{}", address.port());
     let kubeconfig = kubeconfig_path(&config.data_dir);
     let rendered = crate::kubeconfig::render("rudder", &server_url, &pki.ca.cert_pem, &pki.admin);
-    write_file(&kubeconfig, &rendered).map_err(io(format!("writing {}", kubeconfig.display())))?;
+    crate::pki::write_private(&kubeconfig, &rendered)?;
 
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(crate::tls::server_config(&pki)?));
     let state = Arc::new(AppState {
@@ -213,19 +213,4 @@ pub async fn run(
             }
         });
     }
-}
-
-fn write_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
 }
