@@ -28,6 +28,10 @@ fn col(name: &'static str, cell: fn(&Value, SystemTime) -> Value) -> Column {
     Column { name, kind: "string", format: "", priority: 0, cell }
 }
 
+fn int_col(name: &'static str, cell: fn(&Value, SystemTime) -> Value) -> Column {
+    Column { kind: "integer", ..col(name, cell) }
+}
+
 fn wide(name: &'static str, cell: fn(&Value, SystemTime) -> Value) -> Column {
     Column { priority: 1, ..col(name, cell) }
 }
@@ -178,22 +182,17 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
     let mut cols = vec![name_col()];
     match info.kind {
         "Namespace" => cols.push(col("Status", |o, _| json!(str_at(o, "status.phase")))),
-        "ConfigMap" => cols.push(Column {
-            kind: "integer",
-            ..col("Data", |o, _| json!(count_at(o, "data") + count_at(o, "binaryData")))
-        }),
+        "ConfigMap" => cols
+            .push(int_col("Data", |o, _| json!(count_at(o, "data") + count_at(o, "binaryData")))),
         "Secret" => {
             cols.push(col("Type", |o, _| json!(str_at(o, "type"))));
-            cols.push(Column { kind: "integer", ..col("Data", |o, _| json!(count_at(o, "data"))) });
+            cols.push(int_col("Data", |o, _| json!(count_at(o, "data"))));
         }
-        "ServiceAccount" => cols.push(Column {
-            kind: "integer",
-            ..col("Secrets", |o, _| json!(count_at(o, "secrets")))
-        }),
+        "ServiceAccount" => cols.push(int_col("Secrets", |o, _| json!(count_at(o, "secrets")))),
         "Pod" => {
             cols.push(col("Ready", pod_ready));
             cols.push(col("Status", pod_status));
-            cols.push(Column { kind: "integer", ..col("Restarts", pod_restarts) });
+            cols.push(int_col("Restarts", pod_restarts));
             cols.push(age_col());
             cols.push(wide("IP", |o, _| json!(or_none(str_at(o, "status.podIP")))));
             cols.push(wide("Node", |o, _| json!(or_none(str_at(o, "spec.nodeName")))));
@@ -217,14 +216,8 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
                     path(o, "spec.replicas").and_then(Value::as_i64).unwrap_or(1)
                 ))
             }));
-            cols.push(Column {
-                kind: "integer",
-                ..col("Up-to-date", |o, _| json!(int_at(o, "status.updatedReplicas")))
-            });
-            cols.push(Column {
-                kind: "integer",
-                ..col("Available", |o, _| json!(int_at(o, "status.availableReplicas")))
-            });
+            cols.push(int_col("Up-to-date", |o, _| json!(int_at(o, "status.updatedReplicas"))));
+            cols.push(int_col("Available", |o, _| json!(int_at(o, "status.availableReplicas"))));
             cols.push(age_col());
             cols.push(wide("Containers", |o, _| {
                 json!(containers_field(o, "spec.template.spec.containers", "name"))
@@ -236,20 +229,11 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             return cols;
         }
         "ReplicaSet" | "ReplicationController" => {
-            cols.push(Column {
-                kind: "integer",
-                ..col("Desired", |o, _| {
-                    json!(path(o, "spec.replicas").and_then(Value::as_i64).unwrap_or(1))
-                })
-            });
-            cols.push(Column {
-                kind: "integer",
-                ..col("Current", |o, _| json!(int_at(o, "status.replicas")))
-            });
-            cols.push(Column {
-                kind: "integer",
-                ..col("Ready", |o, _| json!(int_at(o, "status.readyReplicas")))
-            });
+            cols.push(int_col("Desired", |o, _| {
+                json!(path(o, "spec.replicas").and_then(Value::as_i64).unwrap_or(1))
+            }));
+            cols.push(int_col("Current", |o, _| json!(int_at(o, "status.replicas"))));
+            cols.push(int_col("Ready", |o, _| json!(int_at(o, "status.readyReplicas"))));
             cols.push(age_col());
             push_template_wide(&mut cols);
             return cols;
@@ -272,7 +256,7 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             return cols;
         }
         "DaemonSet" => {
-            let int_col = |name, cell| Column { kind: "integer", ..col(name, cell) };
+            let int_col = |name, cell| int_col(name, cell);
             cols.push(int_col("Desired", |o, _| json!(int_at(o, "status.desiredNumberScheduled"))));
             cols.push(int_col("Current", |o, _| json!(int_at(o, "status.currentNumberScheduled"))));
             cols.push(int_col("Ready", |o, _| json!(int_at(o, "status.numberReady"))));
@@ -348,10 +332,7 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             cols.push(col("Suspend", |o, _| {
                 json!(if path(o, "spec.suspend") == Some(&json!(true)) { "True" } else { "False" })
             }));
-            cols.push(Column {
-                kind: "integer",
-                ..col("Active", |o, _| json!(count_at(o, "status.active")))
-            });
+            cols.push(int_col("Active", |o, _| json!(count_at(o, "status.active"))));
             cols.push(col("Last Schedule", |o, now| {
                 json!(
                     object::path(o, "status.lastScheduleTime")
@@ -464,24 +445,15 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
                 ))
             }));
             cols.push(col("Targets", |_, _| json!("<unknown>")));
-            cols.push(Column {
-                kind: "integer",
-                ..col("MinPods", |o, _| {
-                    json!(path(o, "spec.minReplicas").and_then(Value::as_i64).unwrap_or(1))
-                })
-            });
-            cols.push(Column {
-                kind: "integer",
-                ..col("MaxPods", |o, _| json!(int_at(o, "spec.maxReplicas")))
-            });
-            cols.push(Column {
-                kind: "integer",
-                ..col("Replicas", |o, _| json!(int_at(o, "status.currentReplicas")))
-            });
+            cols.push(int_col("MinPods", |o, _| {
+                json!(path(o, "spec.minReplicas").and_then(Value::as_i64).unwrap_or(1))
+            }));
+            cols.push(int_col("MaxPods", |o, _| json!(int_at(o, "spec.maxReplicas"))));
+            cols.push(int_col("Replicas", |o, _| json!(int_at(o, "status.currentReplicas"))));
         }
         "Lease" => cols.push(col("Holder", |o, _| json!(str_at(o, "spec.holderIdentity")))),
         "PriorityClass" => {
-            cols.push(Column { kind: "integer", ..col("Value", |o, _| json!(int_at(o, "value"))) });
+            cols.push(int_col("Value", |o, _| json!(int_at(o, "value"))));
             cols.push(col("Global-Default", |o, _| {
                 json!(path(o, "globalDefault") == Some(&json!(true)))
             }));
