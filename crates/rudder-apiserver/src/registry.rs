@@ -458,7 +458,7 @@ impl Registry {
             }
             // An object whose deletion only waited for finalizers goes once they are gone.
             if object::meta_str(&new, "deletionTimestamp").is_some()
-                && object::finalizers(&new).is_empty()
+                && strategy::deletion_can_finish(&new)
             {
                 if q.dry_run {
                     return Ok(Written::new(new, false, &warnings));

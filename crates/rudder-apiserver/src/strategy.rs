@@ -187,3 +187,13 @@ fn job_selector(obj: &mut Value) {
     }
     obj["spec"]["template"]["metadata"]["labels"] = Value::Object(labels);
 }
+
+/// Whether an object marked for deletion can go now: no metadata finalizers left, and for a
+/// namespace also no `spec.finalizers` (what the namespace controller removes via /finalize).
+pub fn deletion_can_finish(obj: &Value) -> bool {
+    let spec_finalizers = object::path(obj, "spec.finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    object::finalizers(obj).is_empty()
+        && !(obj.get("kind") == Some(&json!("Namespace")) && spec_finalizers)
+}

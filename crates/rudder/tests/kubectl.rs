@@ -619,6 +619,11 @@ fn namespaces_selectors_dry_run_and_limits() {
     s.kubectl(&["delete", "namespace", "doomed", "--wait=false"]);
     let phase = s.kubectl(&["get", "ns", "doomed", "-o", "jsonpath={.status.phase}"]);
     assert_eq!(phase, "Terminating");
+    // Changing a Terminating namespace does not finish its deletion (its spec.finalizers stay).
+    s.kubectl(&["label", "ns", "doomed", "touched=yes"]);
+    let phase =
+        s.kubectl(&["get", "ns", "doomed", "-o", "jsonpath={.status.phase} {.spec.finalizers}"]);
+    assert_eq!(phase, r#"Terminating ["kubernetes"]"#);
     let err = s.kubectl_fails(
         &["create", "configmap", "late", "-n", "doomed", "--from-literal=a=b"],
         None,
