@@ -29,5 +29,6 @@ pub mod table;
 pub mod tls;
 pub mod validation;
 pub mod watch;
+pub mod watch_cache;
 
 pub use server::{Datastore, ServerConfig, ServerError, Started, run};

@@ -23,6 +23,8 @@ const STORE_PAGE: usize = 500;
 pub struct Registry {
     pub store: Arc<dyn Storage>,
     pub clock: Arc<dyn Clock>,
+    /// Serves watches (and `resourceVersion=0` lists) from memory.
+    pub cache: crate::watch_cache::WatchCache,
 }
 
 /// The result of a write: the object, whether it was created (201) or not (200), and
@@ -268,6 +270,26 @@ impl Registry {
             return Err(ApiError::bad_request(
                 "specifying resource version is not allowed when using continue",
             ));
+        }
+        if q.resource_version.as_deref() == Some("0") && q.continue_token.is_none() {
+            // "Any" freshness: served from the watch cache, whole (like upstream, no paging).
+            let (objects, revision) =
+                self.cache.snapshot(info).await.map_err(|e| ApiError::from_store(e, info, ""))?;
+            let items: Vec<Value> = objects
+                .iter()
+                .filter(|o| {
+                    t.namespace.is_none()
+                        || object::meta_str(o, "namespace") == t.namespace.as_deref()
+                })
+                .filter(|o| filter.matches(o))
+                .map(|o| (**o).clone())
+                .collect();
+            return Ok(json!({
+                "kind": format!("{}List", info.kind),
+                "apiVersion": info.api_version(),
+                "metadata": { "resourceVersion": revision.to_string() },
+                "items": items,
+            }));
         }
         let revision = match (q.resource_version.as_deref(), q.resource_version_match.as_deref()) {
             (Some(rv), Some("Exact")) => Some(parse_revision(rv)?),

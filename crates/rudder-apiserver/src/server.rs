@@ -140,7 +140,8 @@ pub async fn run(
         .map_err(io(format!("creating {}", config.data_dir.display())))?;
     let store = open_store(&config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let registry = Registry { store, clock };
+    let cache = crate::watch_cache::WatchCache::new(store.clone());
+    let registry = Registry { store, clock, cache };
 
     let mut extra = Vec::new();
     if !config.bind_address.is_unspecified() {

@@ -1,17 +1,23 @@
 //! Watch: a chunked stream of `{"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": ...}`
-//! lines, from a resourceVersion (or from a fresh list when none is given), filtered by the
-//! selectors with upstream's transition rules (an object that stops matching is DELETED for
-//! this watcher, one that starts matching is ADDED).
+//! lines, from a resourceVersion (or from the current objects when none is given), filtered
+//! by the selectors with upstream's transition rules (an object that stops matching is
+//! DELETED for this watcher, one that starts matching is ADDED).
+//!
+//! Changes come from the watch cache when it holds them, else from a store watch (a
+//! resourceVersion older than the cache's window but still in the store's history).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
-use rudder_store::{EventType, Storage};
+use rudder_store::EventType;
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 
 use crate::object::{self, decode};
 use crate::registry::Registry;
@@ -19,12 +25,96 @@ use crate::request::{Query, Target};
 use crate::selectors::Filter;
 use crate::status::ApiError;
 use crate::table;
+use crate::watch_cache::Change;
 
 /// Upstream's default: a watch ends after a random 30-60 minutes; we use the lower bound.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
 /// Events a watch response may have produced but not yet sent before it is ended.
 const OUT_BUFFER: usize = 256;
+
+/// Where a watcher's changes come from.
+enum Source {
+    Store(rudder_store::WatchStream),
+    Cache {
+        replay: VecDeque<Arc<Change>>,
+        live: broadcast::Receiver<Arc<Change>>,
+        skip_through: i64,
+    },
+}
+
+impl Source {
+    /// The next change, or the `Status` that ends the watch.
+    async fn next(&mut self) -> Option<Result<Arc<Change>, Value>> {
+        match self {
+            Source::Store(events) => {
+                let event = match events.next().await? {
+                    Ok(e) => e,
+                    Err(e) => return Some(Err(store_error_status(e))),
+                };
+                let new = match event.event_type {
+                    EventType::Deleted => None,
+                    _ => decode(&event.kv).ok().map(Arc::new),
+                };
+                let old = event.prev.as_ref().and_then(|p| decode(p).ok()).map(Arc::new);
+                Some(Ok(Arc::new(Change {
+                    revision: event.revision(),
+                    key: event.kv.key,
+                    new,
+                    old,
+                })))
+            }
+            Source::Cache { replay, live, skip_through } => {
+                if let Some(c) = replay.pop_front() {
+                    return Some(Ok(c));
+                }
+                loop {
+                    match live.recv().await {
+                        Ok(c) if c.revision <= *skip_through => continue,
+                        Ok(c) => return Some(Ok(c)),
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            return Some(Err(expired(
+                                "the watch fell behind and was ended; watch again",
+                            )));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn expired(message: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": "Expired", "code": 410,
+    })
+}
+
+fn store_error_status(e: rudder_store::StoreError) -> Value {
+    match e {
+        rudder_store::StoreError::Compacted { requested, compacted } => {
+            expired(&format!("too old resource version: {} ({compacted})", requested - 1))
+        }
+        e => json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": e.to_string(), "reason": "InternalError", "code": 500,
+        }),
+    }
+}
+
+/// Which keys a watcher wants: a prefix, or exactly one key.
+struct Keys {
+    key: String,
+    exact: bool,
+}
+
+impl Keys {
+    fn matches(&self, key: &str) -> bool {
+        if self.exact { key == self.key } else { key.starts_with(&self.key) }
+    }
+}
 
 pub async fn watch(
     reg: &Registry,
@@ -34,39 +124,62 @@ pub async fn watch(
 ) -> Result<Response, ApiError> {
     let filter = Filter::parse(q.label_selector.as_deref(), q.field_selector.as_deref())?;
     let info = t.info;
-    let mut prefix = object::prefix(info, t.namespace.as_deref());
-    let single_name = t.name.clone();
-    if let Some(name) = &single_name {
-        prefix = object::key(info, t.namespace.as_deref(), name);
-    }
-    let mut initial = Vec::new();
-    let from = match q.resource_version.as_deref() {
-        None | Some("0") => {
-            let list_query =
-                Query { limit: None, continue_token: None, resource_version: None, ..q.clone() };
-            let list = reg.list(t, &list_query).await?;
-            initial = list["items"].as_array().cloned().unwrap_or_default();
-            let rv: i64 = list["metadata"]["resourceVersion"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            rv + 1
-        }
-        Some(rv) => {
+    let keys = match &t.name {
+        Some(name) => Keys { key: object::key(info, t.namespace.as_deref(), name), exact: true },
+        None => Keys { key: object::prefix(info, t.namespace.as_deref()), exact: false },
+    };
+    let requested = match q.resource_version.as_deref() {
+        None | Some("0") => None,
+        Some(rv) => Some(
             rv.parse::<i64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?
-                + 1
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?,
+        ),
+    };
+    let subscription = reg
+        .cache
+        .subscribe(info, requested)
+        .await
+        .map_err(|e| ApiError::from_store(e, info, ""))?;
+    let (initial, source, start) = match subscription {
+        Some(sub) => {
+            let initial: Vec<Value> = sub
+                .initial
+                .iter()
+                .filter(|o| {
+                    let k = object::key(
+                        info,
+                        object::meta_str(o, "namespace"),
+                        object::name(o).unwrap_or_default(),
+                    );
+                    keys.matches(&k) && filter.matches(o)
+                })
+                .map(|o| (**o).clone())
+                .collect();
+            let source = Source::Cache {
+                replay: sub.replay.into(),
+                live: sub.live,
+                skip_through: sub.skip_through,
+            };
+            (initial, source, sub.revision)
+        }
+        None => {
+            // Older than the cache's window: the store may still have that history.
+            let from = requested.unwrap_or(0) + 1;
+            let events = reg.store.watch(&keys.key, from).await.map_err(|e| match e {
+                rudder_store::StoreError::Compacted { .. } => {
+                    ApiError::gone(format!("too old resource version: {}", from - 1))
+                }
+                e => ApiError::from_store(e, info, ""),
+            })?;
+            (Vec::new(), Source::Store(events), from - 1)
         }
     };
-    if let Some(name) = &single_name {
-        initial.retain(|o| object::name(o) == Some(name.as_str()));
-    }
-    let store: std::sync::Arc<dyn Storage> = reg.store.clone();
     let clock = reg.clock.clone();
     let timeout = q.timeout_seconds.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
     let bookmarks = q.allow_watch_bookmarks;
     let include_object = q.include_object.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(OUT_BUFFER);
+    let mut source = source;
     tokio::spawn(async move {
         let mut first_table = true;
         let encode = |event_type: &str, obj: &Value, first: &mut bool| -> Bytes {
@@ -95,21 +208,13 @@ pub async fn watch(
                 return;
             }
         }
-        let mut events = match store.watch(&prefix, from).await {
-            Ok(w) => w,
-            Err(e) => {
-                let status = watch_error(e, from);
-                let _ = tx.send(encode("ERROR", &status, &mut first_table)).await;
-                return;
-            }
-        };
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        let mut last_rv = from - 1;
+        let mut last_rv = start;
         let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
         ticker.tick().await;
         loop {
-            let event = tokio::select! {
+            let change = tokio::select! {
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if bookmarks => {
@@ -123,37 +228,34 @@ pub async fn watch(
                     }
                     continue;
                 }
-                e = events.next() => e,
+                c = source.next() => c,
             };
-            let event = match event {
-                Some(Ok(e)) => e,
-                Some(Err(e)) => {
-                    let status = watch_error(e, from);
+            let change = match change {
+                Some(Ok(c)) => c,
+                Some(Err(status)) => {
                     let _ = tx.send(encode("ERROR", &status, &mut first_table)).await;
                     return;
                 }
                 None => return,
             };
-            last_rv = event.revision();
-            let new = match event.event_type {
-                EventType::Deleted => None,
-                _ => decode(&event.kv).ok(),
-            };
-            let old = event.prev.as_ref().and_then(|p| decode(p).ok());
-            let new_matches = new.as_ref().is_some_and(|o| filter.matches(o));
-            let old_matches = old.as_ref().is_some_and(|o| filter.matches(o));
-            let out = match (event.event_type, old_matches, new_matches) {
-                (EventType::Deleted, true, _) => {
-                    let mut gone = old.expect("matched");
+            last_rv = change.revision;
+            if !keys.matches(&change.key) {
+                continue;
+            }
+            let new_matches = change.new.as_deref().is_some_and(|o| filter.matches(o));
+            let old_matches = change.old.as_deref().is_some_and(|o| filter.matches(o));
+            let out = match (&change.new, old_matches, new_matches) {
+                (None, true, _) => {
+                    let mut gone = (**change.old.as_ref().expect("matched")).clone();
                     object::meta_mut(&mut gone)
-                        .insert("resourceVersion".into(), json!(event.revision().to_string()));
+                        .insert("resourceVersion".into(), json!(change.revision.to_string()));
                     Some(("DELETED", gone))
                 }
-                (EventType::Deleted, false, _) => None,
-                (_, false, true) => Some(("ADDED", new.expect("matched"))),
-                (_, true, true) => Some(("MODIFIED", new.expect("matched"))),
-                (_, true, false) => Some(("DELETED", new.unwrap_or_default())),
-                (_, false, false) => None,
+                (None, false, _) => None,
+                (Some(new), false, true) => Some(("ADDED", (**new).clone())),
+                (Some(new), true, true) => Some(("MODIFIED", (**new).clone())),
+                (Some(new), true, false) => Some(("DELETED", (**new).clone())),
+                (Some(_), false, false) => None,
             };
             if let Some((event_type, obj)) = out
                 && tx.send(encode(event_type, &obj, &mut first_table)).await.is_err()
@@ -162,38 +264,12 @@ pub async fn watch(
             }
         }
     });
-    let body = Body::from_stream(tokio_stream_from(rx).map(Ok::<Bytes, Infallible>));
+    let mut rx = rx;
+    let body = Body::from_stream(
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok::<Bytes, Infallible>),
+    );
     Ok(Response::builder()
         .header("content-type", "application/json")
         .body(body)
         .expect("valid response"))
-}
-
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
-) -> impl futures::Stream<Item = Bytes> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-fn watch_error(e: rudder_store::StoreError, from: i64) -> Value {
-    match e {
-        rudder_store::StoreError::Compacted { compacted, .. } => json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": format!("too old resource version: {} ({compacted})", from - 1),
-            "reason": "Expired",
-            "code": 410,
-        }),
-        e => json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": e.to_string(),
-            "reason": "InternalError",
-            "code": 500,
-        }),
-    }
 }

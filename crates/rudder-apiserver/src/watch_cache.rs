@@ -1,0 +1,318 @@
+//! The watch cache: per resource, the objects and a window of recent changes in memory, fed
+//! by one store watch, so that any number of watchers (and `resourceVersion=0` lists) cost
+//! no store reads. Started on first use of a resource; a cache whose store watch fails is
+//! dropped (its watchers end and re-watch, like upstream's) and rebuilt on next use.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rudder_api::ResourceInfo;
+use rudder_store::{EventType, ListOptions, Storage};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::object::{self, decode};
+
+/// Changes kept for watchers that resume from an older resourceVersion.
+const HISTORY: usize = 10_000;
+/// Changes a watcher may lag behind before it is ended.
+const WATCHER_BUFFER: usize = 4096;
+
+/// One committed change of an object.
+#[derive(Debug)]
+pub struct Change {
+    pub revision: i64,
+    pub key: String,
+    /// The object after the change (None for a delete).
+    pub new: Option<Arc<Value>>,
+    /// The object before it (None for a create).
+    pub old: Option<Arc<Value>>,
+}
+
+struct State {
+    objects: BTreeMap<String, Arc<Value>>,
+    /// Everything up to here is applied.
+    revision: i64,
+    history: VecDeque<Arc<Change>>,
+    /// Changes after this revision are all in `history`.
+    oldest: i64,
+}
+
+struct ResourceCache {
+    state: RwLock<State>,
+    tx: broadcast::Sender<Arc<Change>>,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+/// What a watcher gets from the cache.
+pub struct Subscription {
+    /// For a watch without resourceVersion: the objects now (sorted by key).
+    pub initial: Vec<Arc<Value>>,
+    /// Changes after the requested revision that are already in the cache.
+    pub replay: Vec<Arc<Change>>,
+    /// Live changes; changes at or below `skip_through` are to be ignored.
+    pub live: broadcast::Receiver<Arc<Change>>,
+    pub skip_through: i64,
+    /// The revision the initial objects or the replay end at.
+    pub revision: i64,
+}
+
+#[derive(Clone)]
+pub struct WatchCache {
+    store: Arc<dyn Storage>,
+    caches: Arc<Mutex<HashMap<String, Arc<ResourceCache>>>>,
+    history: usize,
+    watcher_buffer: usize,
+}
+
+impl WatchCache {
+    pub fn new(store: Arc<dyn Storage>) -> Self {
+        Self::with_limits(store, HISTORY, WATCHER_BUFFER)
+    }
+
+    /// A cache keeping `history` changes per resource, letting a watcher lag `watcher_buffer`.
+    pub fn with_limits(store: Arc<dyn Storage>, history: usize, watcher_buffer: usize) -> Self {
+        WatchCache {
+            store,
+            caches: Arc::default(),
+            history: history.max(1),
+            watcher_buffer: watcher_buffer.max(1),
+        }
+    }
+
+    /// The cache of `info` (all namespaces), started if needed.
+    async fn cache(
+        &self,
+        info: &ResourceInfo,
+    ) -> Result<Arc<ResourceCache>, rudder_store::StoreError> {
+        let prefix = object::prefix(info, None);
+        if let Some(c) = self.caches.lock().expect("caches lock").get(&prefix)
+            && !c.failed.load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(c.clone());
+        }
+        // List one consistent snapshot, page by page.
+        let mut objects = BTreeMap::new();
+        let mut token = None;
+        let revision = loop {
+            let page = self
+                .store
+                .list(
+                    &prefix,
+                    ListOptions { limit: Some(500), continue_token: token.take(), revision: None },
+                )
+                .await?;
+            for kv in &page.items {
+                if let Ok(v) = decode(kv) {
+                    objects.insert(kv.key.clone(), Arc::new(v));
+                }
+            }
+            match page.continue_token {
+                Some(t) => token = Some(t),
+                None => break page.revision,
+            }
+        };
+        let mut events = self.store.watch(&prefix, revision + 1).await?;
+        let (tx, _) = broadcast::channel(self.watcher_buffer);
+        let history = self.history;
+        let cache = Arc::new(ResourceCache {
+            state: RwLock::new(State {
+                objects,
+                revision,
+                history: VecDeque::new(),
+                oldest: revision,
+            }),
+            tx,
+            failed: Default::default(),
+        });
+        {
+            let mut caches = self.caches.lock().expect("caches lock");
+            if let Some(existing) = caches.get(&prefix)
+                && !existing.failed.load(std::sync::atomic::Ordering::Acquire)
+            {
+                return Ok(existing.clone()); // another request started it meanwhile
+            }
+            caches.insert(prefix.clone(), cache.clone());
+        }
+        let feeding = cache.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                let Ok(event) = event else { break };
+                let revision = event.revision();
+                let new = match event.event_type {
+                    EventType::Deleted => None,
+                    _ => decode(&event.kv).ok().map(Arc::new),
+                };
+                let change = {
+                    let mut state = feeding.state.write().expect("cache lock");
+                    let old = state.objects.get(&event.kv.key).cloned();
+                    match &new {
+                        Some(v) => state.objects.insert(event.kv.key.clone(), v.clone()),
+                        None => state.objects.remove(&event.kv.key),
+                    };
+                    let change = Arc::new(Change { revision, key: event.kv.key.clone(), new, old });
+                    state.revision = revision;
+                    state.history.push_back(change.clone());
+                    while state.history.len() > history {
+                        if let Some(dropped) = state.history.pop_front() {
+                            state.oldest = dropped.revision;
+                        }
+                    }
+                    // Sent under the lock, so a new subscriber sees each change exactly once:
+                    // in its replay or live.
+                    let _ = feeding.tx.send(change.clone());
+                    change
+                };
+                drop(change);
+            }
+            feeding.failed.store(true, std::sync::atomic::Ordering::Release);
+            tracing::warn!("watch cache feed ended; it is rebuilt on next use");
+        });
+        Ok(cache)
+    }
+
+    /// Subscribes to `info`'s changes: from now with the current objects (`from` None), or
+    /// after revision `from`. None if the cache no longer holds the changes after `from`.
+    pub async fn subscribe(
+        &self,
+        info: &ResourceInfo,
+        from: Option<i64>,
+    ) -> Result<Option<Subscription>, rudder_store::StoreError> {
+        let cache = self.cache(info).await?;
+        let state = cache.state.read().expect("cache lock");
+        let live = cache.tx.subscribe();
+        Ok(match from {
+            None => Some(Subscription {
+                initial: state.objects.values().cloned().collect(),
+                replay: Vec::new(),
+                live,
+                skip_through: state.revision,
+                revision: state.revision,
+            }),
+            Some(after) if after < state.oldest => None,
+            Some(after) => Some(Subscription {
+                initial: Vec::new(),
+                replay: state.history.iter().filter(|c| c.revision > after).cloned().collect(),
+                live,
+                skip_through: state.revision.max(after),
+                revision: state.revision.max(after),
+            }),
+        })
+    }
+
+    /// The objects now and the revision they are at (for `resourceVersion=0` lists).
+    pub async fn snapshot(
+        &self,
+        info: &ResourceInfo,
+    ) -> Result<(Vec<Arc<Value>>, i64), rudder_store::StoreError> {
+        let cache = self.cache(info).await?;
+        let state = cache.state.read().expect("cache lock");
+        Ok((state.objects.values().cloned().collect(), state.revision))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use rudder_store::{MemoryStorage, SqliteConfig, SqliteStorage};
+    use serde_json::json;
+
+    use super::*;
+
+    fn cms() -> &'static ResourceInfo {
+        rudder_api::resources::find("", "v1", "configmaps").unwrap()
+    }
+
+    async fn put(store: &dyn Storage, name: &str, value: &str) -> i64 {
+        let key = object::key(cms(), Some("default"), name);
+        let body =
+            json!({"metadata": {"name": name, "namespace": "default"}, "data": {"v": value}});
+        let bytes = Bytes::from(serde_json::to_vec(&body).unwrap());
+        match store.get(&key).await.unwrap() {
+            Some(kv) => store.update(&key, bytes, kv.mod_revision).await.unwrap().mod_revision,
+            None => store.create(&key, bytes).await.unwrap().mod_revision,
+        }
+    }
+
+    async fn next(sub: &mut Subscription) -> Arc<Change> {
+        tokio::time::timeout(std::time::Duration::from_secs(30), sub.live.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn snapshot_then_every_change_once_and_replay_after_a_revision() {
+        let store: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        put(&*store, "a", "1").await;
+        let cache = WatchCache::new(store.clone());
+        let mut now = cache.subscribe(cms(), None).await.unwrap().unwrap();
+        assert_eq!(now.initial.len(), 1);
+        let r2 = put(&*store, "b", "2").await;
+        let r3 = put(&*store, "a", "3").await;
+        let c = next(&mut now).await;
+        assert_eq!((c.revision, c.old.is_none()), (r2, true));
+        let c = next(&mut now).await;
+        assert_eq!(c.revision, r3);
+        assert_eq!(c.old.as_ref().unwrap()["data"]["v"], "1");
+        assert_eq!(c.new.as_ref().unwrap()["data"]["v"], "3");
+        // Resuming after r2 replays exactly the change at r3.
+        let resumed = cache.subscribe(cms(), Some(r2)).await.unwrap().unwrap();
+        assert_eq!(resumed.replay.iter().map(|c| c.revision).collect::<Vec<_>>(), vec![r3]);
+        let (objects, revision) = cache.snapshot(cms()).await.unwrap();
+        assert_eq!((objects.len(), revision), (2, r3));
+    }
+
+    #[tokio::test]
+    async fn history_is_bounded_and_too_old_is_refused() {
+        let store: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let first = put(&*store, "a", "0").await;
+        let cache = WatchCache::with_limits(store.clone(), 3, 64);
+        let mut live = cache.subscribe(cms(), None).await.unwrap().unwrap();
+        for i in 1..=5 {
+            put(&*store, "a", &i.to_string()).await;
+        }
+        for _ in 0..5 {
+            next(&mut live).await;
+        }
+        assert!(
+            cache.subscribe(cms(), Some(first)).await.unwrap().is_none(),
+            "older than the window"
+        );
+        let recent = cache.subscribe(cms(), Some(first + 2)).await.unwrap().unwrap();
+        assert_eq!(recent.replay.len(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watchers_share_one_store_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteStorage::open(SqliteConfig::new(dir.path().join("db"))).unwrap();
+        let store: Arc<dyn Storage> = Arc::new(sqlite.clone());
+        let cache = WatchCache::new(store.clone());
+        let mut subs = Vec::new();
+        for _ in 0..50 {
+            subs.push(cache.subscribe(cms(), None).await.unwrap().unwrap());
+        }
+        assert_eq!(sqlite.watcher_count(), 1);
+        let r = put(&*store, "x", "1").await;
+        for sub in &mut subs {
+            assert_eq!(next(sub).await.revision, r);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_is_told_so() {
+        let store: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let cache = WatchCache::with_limits(store.clone(), 100, 2);
+        let mut slow = cache.subscribe(cms(), None).await.unwrap().unwrap();
+        let mut fast = cache.subscribe(cms(), None).await.unwrap().unwrap();
+        for i in 0..5 {
+            put(&*store, "a", &i.to_string()).await;
+            next(&mut fast).await;
+        }
+        match slow.live.recv().await {
+            Err(broadcast::error::RecvError::Lagged(n)) => assert!(n >= 3),
+            other => panic!("expected Lagged, got {other:?}"),
+        }
+    }
+}
