@@ -168,6 +168,37 @@ fn access_modes(o: &Value, p: &str) -> String {
         .unwrap_or_default()
 }
 
+fn subjects(o: &Value, kind: &str) -> String {
+    let names: Vec<String> = path(o, "subjects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|s| s["kind"] == kind)
+        .map(|s| match (kind, s["namespace"].as_str()) {
+            ("ServiceAccount", Some(ns)) => {
+                format!("{ns}/{}", s["name"].as_str().unwrap_or_default())
+            }
+            _ => s["name"].as_str().unwrap_or_default().to_owned(),
+        })
+        .collect();
+    names.join(", ")
+}
+
+/// `resource: used/hard` pairs of a quota, requests or limits.
+fn quota_text(o: &Value, limits: bool) -> String {
+    let hard = path(o, "status.hard").or_else(|| path(o, "spec.hard")).and_then(Value::as_object);
+    let used = path(o, "status.used").and_then(Value::as_object);
+    let mut parts = Vec::new();
+    for (k, v) in hard.into_iter().flatten() {
+        if k.starts_with("limits.") != limits {
+            continue;
+        }
+        let u = used.and_then(|u| u.get(k)).and_then(Value::as_str).unwrap_or("0");
+        parts.push(format!("{k}: {u}/{}", v.as_str().unwrap_or_default()));
+    }
+    parts.join(", ")
+}
+
 fn push_template_wide(cols: &mut Vec<Column>) {
     cols.push(wide("Containers", |o, _| {
         json!(containers_field(o, "spec.template.spec.containers", "name"))
@@ -452,6 +483,100 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             cols.push(int_col("Replicas", |o, _| json!(int_at(o, "status.currentReplicas"))));
         }
         "Lease" => cols.push(col("Holder", |o, _| json!(str_at(o, "spec.holderIdentity")))),
+        "NetworkPolicy" => cols.push(col("Pod-Selector", |o, _| {
+            let text = crate::kind_validation::label_selector_text(
+                path(o, "spec.podSelector").unwrap_or(&Value::Null),
+            );
+            json!(if text.is_empty() { "<none>".to_owned() } else { text })
+        })),
+        "PodDisruptionBudget" => {
+            cols.push(col("Min Available", |o, _| {
+                json!(or_default(str_at(o, "spec.minAvailable"), "N/A"))
+            }));
+            cols.push(col("Max Unavailable", |o, _| {
+                json!(or_default(str_at(o, "spec.maxUnavailable"), "N/A"))
+            }));
+            cols.push(int_col("Allowed Disruptions", |o, _| {
+                json!(int_at(o, "status.disruptionsAllowed"))
+            }));
+        }
+        "RoleBinding" | "ClusterRoleBinding" => {
+            cols.push(col("Role", |o, _| {
+                json!(format!("{}/{}", str_at(o, "roleRef.kind"), str_at(o, "roleRef.name")))
+            }));
+            cols.push(age_col());
+            cols.push(wide("Users", |o, _| json!(subjects(o, "User"))));
+            cols.push(wide("Groups", |o, _| json!(subjects(o, "Group"))));
+            cols.push(wide("ServiceAccounts", |o, _| json!(subjects(o, "ServiceAccount"))));
+            return cols;
+        }
+        "Role" | "ClusterRole" | "LimitRange" => {
+            cols.push(Column {
+                kind: "string",
+                format: "date",
+                ..col("Created At", |o, _| {
+                    json!(object::meta_str(o, "creationTimestamp").unwrap_or_default())
+                })
+            });
+            return cols;
+        }
+        "ControllerRevision" => {
+            cols.push(col("Controller", |o, _| {
+                let owner = path(o, "metadata.ownerReferences").and_then(Value::as_array).and_then(
+                    |refs| {
+                        refs.iter().find(|r| r["controller"] == json!(true)).map(|r| {
+                            let kind = r["kind"].as_str().unwrap_or_default().to_lowercase();
+                            let group = r["apiVersion"]
+                                .as_str()
+                                .and_then(|v| v.split_once('/'))
+                                .map(|(g, _)| g)
+                                .unwrap_or("");
+                            let kind =
+                                if group.is_empty() { kind } else { format!("{kind}.{group}") };
+                            format!("{kind}/{}", r["name"].as_str().unwrap_or_default())
+                        })
+                    },
+                );
+                json!(owner.unwrap_or_else(|| "<none>".into()))
+            }));
+            cols.push(int_col("Revision", |o, _| json!(int_at(o, "revision"))));
+        }
+        "EndpointSlice" => {
+            cols.push(col("AddressType", |o, _| json!(str_at(o, "addressType"))));
+            cols.push(col("Ports", |o, _| {
+                let ports: Vec<String> = path(o, "ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["port"].as_i64().map(|n| n.to_string()))
+                    .collect();
+                json!(if ports.is_empty() { "<unset>".to_owned() } else { ports.join(",") })
+            }));
+            cols.push(col("Endpoints", |o, _| {
+                let addrs: Vec<String> = path(o, "endpoints")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|a| a.as_str().map(str::to_owned))
+                    .collect();
+                json!(match addrs.len() {
+                    0 => "<unset>".to_owned(),
+                    n if n > 3 => format!("{} + {} more...", addrs[..3].join(","), n - 3),
+                    _ => addrs.join(","),
+                })
+            }));
+        }
+        "IngressClass" => {
+            cols.push(col("Controller", |o, _| json!(str_at(o, "spec.controller"))));
+            cols.push(col("Parameters", |o, _| json!(or_none(str_at(o, "spec.parameters.name")))));
+        }
+        "ResourceQuota" => {
+            cols.push(age_col());
+            cols.push(col("Request", |o, _| json!(quota_text(o, false))));
+            cols.push(col("Limit", |o, _| json!(quota_text(o, true))));
+            return cols;
+        }
         "PriorityClass" => {
             cols.push(int_col("Value", |o, _| json!(int_at(o, "value"))));
             cols.push(col("Global-Default", |o, _| {

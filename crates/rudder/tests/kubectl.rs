@@ -605,6 +605,34 @@ fn create_subcommands_send_protobuf() {
         .parse()
         .unwrap();
     assert!((30000..=32767).contains(&np), "a nodePort of 0 from a Go client means allocate one");
+    s.kubectl(&["create", "role", "reader", "--verb=get", "--resource=pods"]);
+    s.kubectl(&[
+        "create",
+        "rolebinding",
+        "rb",
+        "--role=reader",
+        "--user=alice",
+        "--serviceaccount=default:sa1",
+    ]);
+    s.kubectl(&["create", "quota", "q", "--hard=cpu=1,limits.memory=1Gi"]);
+    s.kubectl(&["create", "pdb", "keep", "--selector=app=x", "--min-available=1"]);
+    let rb = s.kubectl(&["get", "rolebinding", "rb", "-o", "wide"]);
+    let header: Vec<&str> = rb.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"]);
+    assert!(
+        rb.contains("Role/reader") && rb.contains("alice") && rb.contains("default/sa1"),
+        "{rb}"
+    );
+    let quota = s.kubectl(&["get", "quota", "q"]);
+    assert!(quota.contains("cpu: 0/1") && quota.contains("limits.memory: 0/1Gi"), "{quota}");
+    let pdb = s.kubectl(&["get", "pdb", "keep"]);
+    assert!(
+        pdb.lines()
+            .next()
+            .unwrap()
+            .contains("MIN AVAILABLE   MAX UNAVAILABLE   ALLOWED DISRUPTIONS"),
+        "{pdb}"
+    );
     let err = s.kubectl_fails(&["create", "namespace", "team-a"], None);
     assert!(err.contains("namespaces \"team-a\" already exists"), "{err}");
 }
