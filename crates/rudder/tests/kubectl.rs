@@ -466,6 +466,10 @@ fn scale_set_image_run_and_expose() {
         "{pods}"
     );
 
+    let all = s.kubectl(&["get", "all"]);
+    for name in ["pod/pi", "service/kubernetes", "deployment.apps/ml-model-serving"] {
+        assert!(all.contains(name), "`get all` lists {name}: {all}");
+    }
     let out = s.kubectl(&[
         "expose",
         "deployment",
