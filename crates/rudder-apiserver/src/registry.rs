@@ -16,7 +16,7 @@ use crate::{service_alloc, strategy, validation};
 
 /// Attempts at a read-modify-write before a conflict is reported.
 const UPDATE_RETRIES: usize = 5;
-/// Largest page a list returns when the client sets no limit... none: upstream returns all.
+/// Items read from the store per round trip while a list collects its (selected) items.
 const STORE_PAGE: usize = 500;
 
 #[derive(Clone)]
