@@ -133,16 +133,21 @@ pub fn serving_names(extra: &[String]) -> Vec<String> {
     .map(|s| (*s).to_owned())
     .collect();
     if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        let host = host.trim();
+        let host = host.trim().to_owned();
         if !host.is_empty() {
-            names.push(host.to_owned());
+            // The host's own addresses, as its resolver knows them (/etc/hosts or DNS).
+            use std::net::ToSocketAddrs;
+            if let Ok(addrs) = (host.as_str(), 0).to_socket_addrs() {
+                for a in addrs {
+                    names.push(a.ip().to_string());
+                }
+            }
+            names.push(host);
         }
     }
-    for n in extra {
-        if !names.contains(n) {
-            names.push(n.clone());
-        }
-    }
+    names.extend(extra.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
     names
 }
 

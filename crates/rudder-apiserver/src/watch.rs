@@ -273,3 +273,44 @@ pub async fn watch(
         .body(body)
         .expect("valid response"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use rudder_store::{MemoryStorage, Storage};
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::request::parse_target;
+    use crate::watch_cache::WatchCache;
+
+    #[tokio::test]
+    async fn a_resource_version_compacted_away_is_410_gone() {
+        let store: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        for i in 0..5 {
+            let key = format!("/registry/core/configmaps/default/c{i}");
+            let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}"), "namespace": "default"}});
+            store.create(&key, Bytes::from(serde_json::to_vec(&body).unwrap())).await.unwrap();
+        }
+        store.compact(4).await.unwrap();
+        let reg = Registry {
+            store: store.clone(),
+            clock: Arc::new(SystemClock),
+            cache: WatchCache::new(store),
+        };
+        let target = parse_target("", "v1", &["namespaces", "default", "configmaps"]).unwrap();
+        let old = Query { watch: true, resource_version: Some("2".into()), ..Default::default() };
+        match watch(&reg, &target, &old, false).await {
+            Err(e) => {
+                assert_eq!((e.code, e.reason), (410, "Expired"));
+                assert!(e.message.contains("too old resource version: 2"), "{}", e.message);
+            }
+            Ok(_) => panic!("a compacted resourceVersion must be 410 Gone"),
+        }
+        let recent =
+            Query { watch: true, resource_version: Some("5".into()), ..Default::default() };
+        assert!(watch(&reg, &target, &recent, false).await.is_ok());
+    }
+}

@@ -609,6 +609,21 @@ fn create_subcommands_send_protobuf() {
         .parse()
         .unwrap();
     assert!((30000..=32767).contains(&np), "a nodePort of 0 from a Go client means allocate one");
+    let tls = s.data_dir.join("tls");
+    s.kubectl(&[
+        "create",
+        "secret",
+        "tls",
+        "web-tls",
+        "--cert",
+        tls.join("serving.crt").to_str().unwrap(),
+        "--key",
+        tls.join("serving.key").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        s.kubectl(&["get", "secret", "web-tls", "-o", "jsonpath={.type}"]),
+        "kubernetes.io/tls"
+    );
     s.kubectl(&["create", "role", "reader", "--verb=get", "--resource=pods"]);
     s.kubectl(&[
         "create",

@@ -77,6 +77,8 @@ fn seed_manifests_behave_as_against_upstream() {
             );
             let again = s.kubectl(&["apply", "-f", file]);
             assert!(again.lines().all(|l| l.ends_with(" unchanged")), "{name} re-applied: {again}");
+            let described = s.kubectl(&["describe", "-f", file]);
+            assert!(described.contains("Name:"), "{name} describes: {described}");
             applied.push((name, file.to_owned()));
         }
     }
