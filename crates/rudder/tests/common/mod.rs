@@ -28,9 +28,15 @@ impl Server {
 
     /// Starts a server on an existing data dir (a restart).
     pub fn start_in(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &[])
+    }
+
+    /// Starts a server with extra arguments (e.g. `--datastore etcd://...`).
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rudder"))
             .args(["server", "--bind-address", "127.0.0.1", "--port", "0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("RUDDER_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
