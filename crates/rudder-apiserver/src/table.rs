@@ -168,6 +168,15 @@ fn access_modes(o: &Value, p: &str) -> String {
         .unwrap_or_default()
 }
 
+fn node_address(o: &Value, kind: &str) -> String {
+    path(o, "status.addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|x| x["type"] == kind))
+        .and_then(|x| x["address"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn subjects(o: &Value, kind: &str) -> String {
     let names: Vec<String> = path(o, "subjects")
         .and_then(Value::as_array)
@@ -483,6 +492,24 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             cols.push(int_col("Replicas", |o, _| json!(int_at(o, "status.currentReplicas"))));
         }
         "Lease" => cols.push(col("Holder", |o, _| json!(str_at(o, "spec.holderIdentity")))),
+        "PodTemplate" => {
+            cols.push(col("Containers", |o, _| {
+                json!(containers_field(o, "template.spec.containers", "name"))
+            }));
+            cols.push(col("Images", |o, _| {
+                json!(containers_field(o, "template.spec.containers", "image"))
+            }));
+            cols.push(col("Pod Labels", |o, _| {
+                let parts: Vec<String> = path(o, "template.metadata.labels")
+                    .and_then(Value::as_object)
+                    .map(|m| {
+                        m.iter().filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?))).collect()
+                    })
+                    .unwrap_or_default();
+                json!(parts.join(","))
+            }));
+            return cols;
+        }
         "NetworkPolicy" => cols.push(col("Pod-Selector", |o, _| {
             let text = crate::kind_validation::label_selector_text(
                 path(o, "spec.podSelector").unwrap_or(&Value::Null),
@@ -510,7 +537,7 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             cols.push(wide("ServiceAccounts", |o, _| json!(subjects(o, "ServiceAccount"))));
             return cols;
         }
-        "Role" | "ClusterRole" | "LimitRange" => {
+        "Role" | "ClusterRole" | "LimitRange" | "CustomResourceDefinition" => {
             cols.push(Column {
                 kind: "string",
                 format: "date",
@@ -639,6 +666,15 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             cols.push(col("Roles", |_, _| json!("<none>")));
             cols.push(age_col());
             cols.push(col("Version", |o, _| json!(str_at(o, "status.nodeInfo.kubeletVersion"))));
+            cols.push(wide("Internal-IP", |o, _| json!(or_none(node_address(o, "InternalIP")))));
+            cols.push(wide("External-IP", |o, _| json!(or_none(node_address(o, "ExternalIP")))));
+            cols.push(wide("OS-Image", |o, _| json!(str_at(o, "status.nodeInfo.osImage"))));
+            cols.push(wide("Kernel-Version", |o, _| {
+                json!(str_at(o, "status.nodeInfo.kernelVersion"))
+            }));
+            cols.push(wide("Container-Runtime", |o, _| {
+                json!(str_at(o, "status.nodeInfo.containerRuntimeVersion"))
+            }));
             return cols;
         }
         "ComponentStatus" => {

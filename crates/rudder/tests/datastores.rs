@@ -99,3 +99,29 @@ fn status_subresource_splits_spec_and_status() {
     let table = s.kubectl(&["get", "deploy", "web"]);
     assert!(table.contains("1/3"), "{table}");
 }
+
+#[test]
+fn nodes_print_upstream_columns() {
+    let s = Server::start();
+    let node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nstatus:\n  addresses:\n  - type: InternalIP\n    address: 192.0.2.5\n  conditions:\n  - type: Ready\n    status: \"True\"\n  nodeInfo:\n    kubeletVersion: v1.33.0\n    osImage: Debian\n    kernelVersion: \"6.18\"\n    containerRuntimeVersion: rudder://0.1\n    architecture: amd64\n    bootID: \"\"\n    machineID: \"\"\n    systemUUID: \"\"\n    kubeProxyVersion: \"\"\n    operatingSystem: linux\n";
+    s.kubectl_stdin(&["apply", "-f", "-"], Some(node));
+    let wide = s.kubectl(&["get", "nodes", "-o", "wide"]);
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "STATUS",
+            "ROLES",
+            "AGE",
+            "VERSION",
+            "INTERNAL-IP",
+            "EXTERNAL-IP",
+            "OS-IMAGE",
+            "KERNEL-VERSION",
+            "CONTAINER-RUNTIME"
+        ]
+    );
+    let row: Vec<&str> = wide.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!((row[0], row[1], row[4], row[5]), ("n1", "Ready", "v1.33.0", "192.0.2.5"));
+}
