@@ -247,7 +247,8 @@ impl Registry {
         generate_name: Option<&str>,
     ) -> Result<Value, ApiError> {
         let info = t.info;
-        for attempt in 0.. {
+        let mut attempt = 0;
+        loop {
             let name = object::name(obj).unwrap_or_default().to_owned();
             let k = key(info, t.namespace.as_deref(), &name);
             match self.store.create(&k, encode(obj)).await {
@@ -256,11 +257,11 @@ impl Registry {
                     let base = generate_name.unwrap_or_default();
                     meta_mut(obj)
                         .insert("name".into(), json!(format!("{base}{}", object::name_suffix())));
+                    attempt += 1;
                 }
                 Err(e) => return Err(ApiError::from_store(e, info, &name)),
             }
         }
-        unreachable!("the loop returns")
     }
 
     pub async fn list(&self, t: &Target, q: &Query) -> Result<Value, ApiError> {

@@ -143,7 +143,7 @@ impl WatchCache {
                     EventType::Deleted => None,
                     _ => decode(&event.kv).ok().map(Arc::new),
                 };
-                let change = {
+                {
                     let mut state = feeding.state.write().expect("cache lock");
                     let old = state.objects.get(&event.kv.key).cloned();
                     match &new {
@@ -160,10 +160,8 @@ impl WatchCache {
                     }
                     // Sent under the lock, so a new subscriber sees each change exactly once:
                     // in its replay or live.
-                    let _ = feeding.tx.send(change.clone());
-                    change
-                };
-                drop(change);
+                    let _ = feeding.tx.send(change);
+                }
             }
             feeding.failed.store(true, std::sync::atomic::Ordering::Release);
             tracing::warn!("watch cache feed ended; it is rebuilt on next use");

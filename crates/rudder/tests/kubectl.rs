@@ -781,14 +781,16 @@ fn pod_binding_and_eviction() {
 #[test]
 fn get_watch_sees_create_update_and_delete() {
     let s = Server::start();
-    let mut watch = Command::new(KUBECTL)
-        .args(["get", "cm", "-w", "--output-watch-events", "--request-timeout=60s"])
-        .env("KUBECONFIG", s.kubeconfig())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = watch.stdout.take().unwrap();
+    let mut watch = common::KillOnDrop(
+        Command::new(KUBECTL)
+            .args(["get", "cm", "-w", "--output-watch-events", "--request-timeout=60s"])
+            .env("KUBECONFIG", s.kubeconfig())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = watch.0.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -813,8 +815,7 @@ fn get_watch_sees_create_update_and_delete() {
     expect("MODIFIED", &mut seen);
     s.kubectl(&["delete", "cm", "watched"]);
     expect("DELETED", &mut seen);
-    let _ = watch.kill();
-    let _ = watch.wait();
+    drop(watch);
 }
 
 #[test]

@@ -123,3 +123,13 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A child process that is killed when the test ends, pass or fail.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
