@@ -1,0 +1,131 @@
+//! Where the native runtime keeps its state, and the records in it. Everything the runtime
+//! knows is on disk, so a restarted agent re-discovers every sandbox and container:
+//!
+//! ```text
+//! <root>/sandboxes/<id>/sandbox.json      SandboxRecord (config, network)
+//!                       hosts resolv.conf hostname
+//! <root>/containers/<id>/container.json   ContainerRecord (config, image, paths)
+//!                        bundle/config.json  the OCI runtime spec
+//!                        rootfs/ upper/ work/  the overlay mount and its private dirs
+//!                        started.json     written by the shim once the process runs
+//!                        exit.json        written by the shim (or the agent) once it ended
+//!                        shim.log         the shim's own diagnostics
+//! <run>/libcontainer/<id>/                libcontainer's state (tmpfs, gone on reboot)
+//! ```
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use rudder_runtime::{ContainerConfig, PodSandboxConfig};
+
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub root: PathBuf,
+    pub run: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>, run: impl Into<PathBuf>) -> Self {
+        Layout { root: root.into(), run: run.into() }
+    }
+    pub fn sandboxes(&self) -> PathBuf {
+        self.root.join("sandboxes")
+    }
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.sandboxes().join(id)
+    }
+    pub fn containers(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.containers().join(id)
+    }
+    /// libcontainer's state root.
+    pub fn libcontainer_root(&self) -> PathBuf {
+        self.run.join("libcontainer")
+    }
+}
+
+/// A sandbox as the runtime remembers it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub config: PodSandboxConfig,
+    pub created_at_ns: i64,
+    /// Namespace files the containers join (None with host networking).
+    pub netns: Option<PathBuf>,
+    pub ipc_ns: Option<PathBuf>,
+    pub uts_ns: Option<PathBuf>,
+    pub ip: Option<String>,
+    /// Set once stopped: the network is released, containers are stopped.
+    pub stopped: bool,
+}
+
+/// A container as the runtime remembers it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub sandbox_id: String,
+    pub config: ContainerConfig,
+    pub created_at_ns: i64,
+    /// Manifest digest of the image.
+    pub image_ref: String,
+    pub log_path: PathBuf,
+    /// The memory cgroup directory, for the OOM check (cgroup v1 or v2 path).
+    pub cgroups_path: String,
+}
+
+/// Written by the shim once the container's process runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StartedRecord {
+    pub shim_pid: i32,
+    pub pid: i32,
+    pub started_at_ns: i64,
+}
+
+/// Written once the container's process ended (or failed to start).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub exit_code: i32,
+    pub finished_at_ns: i64,
+    /// `Completed`, `Error`, `OOMKilled`, or `StartError`.
+    pub reason: String,
+    pub message: String,
+}
+
+/// Writes JSON atomically: temp file, fsync, rename.
+pub fn write_json(path: &Path, value: &impl Serialize) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(value).map_err(io::Error::other)?)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}
+
+/// Reads JSON; None if the file does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+/// A fresh random id (32 hex digits).
+pub fn new_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}

@@ -1,0 +1,337 @@
+//! The per-container shim: a small, single-threaded process (the rudder binary re-executed
+//! as `rudder shim run ...`) that creates and starts one container with libcontainer, is its
+//! parent and subreaper, turns its stdout/stderr into a CRI-format log file, and records its
+//! exit code and finish time. It runs in its own session, so the agent that started it can
+//! restart (or die) without the container noticing.
+//!
+//! Protocol with the agent: the shim prints exactly one JSON line on stdout — `{"pid":N}`
+//! once the container's process runs, or `{"error":"..."}` — and never writes there again.
+//! Everything else goes through files in the container directory (see [`crate::layout`]).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use rudder_runtime::logs::{LineSplitter, Stream};
+
+use crate::layout::{ExitRecord, StartedRecord, now_ns, write_json};
+
+/// What `rudder shim run` needs; all paths absolute.
+#[derive(Clone, Debug)]
+pub struct ShimArgs {
+    pub id: String,
+    pub container_dir: PathBuf,
+    pub libcontainer_root: PathBuf,
+    pub log_path: PathBuf,
+    /// Memory cgroup directory to read the OOM-kill counter from after the exit.
+    pub memory_cgroup: Option<PathBuf>,
+}
+
+impl ShimArgs {
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec![
+            "run".to_owned(),
+            "--id".to_owned(),
+            self.id.clone(),
+            "--dir".to_owned(),
+            self.container_dir.display().to_string(),
+            "--state-root".to_owned(),
+            self.libcontainer_root.display().to_string(),
+            "--log".to_owned(),
+            self.log_path.display().to_string(),
+        ];
+        if let Some(m) = &self.memory_cgroup {
+            v.push("--memory-cgroup".to_owned());
+            v.push(m.display().to_string());
+        }
+        v
+    }
+
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut id = None;
+        let mut dir = None;
+        let mut root = None;
+        let mut log = None;
+        let mut memory_cgroup = None;
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--id" => id = Some(value.clone()),
+                "--dir" => dir = Some(PathBuf::from(value)),
+                "--state-root" => root = Some(PathBuf::from(value)),
+                "--log" => log = Some(PathBuf::from(value)),
+                "--memory-cgroup" => memory_cgroup = Some(PathBuf::from(value)),
+                other => return Err(format!("unknown flag {other}")),
+            }
+        }
+        Ok(ShimArgs {
+            id: id.ok_or("--id is required")?,
+            container_dir: dir.ok_or("--dir is required")?,
+            libcontainer_root: root.ok_or("--state-root is required")?,
+            log_path: log.ok_or("--log is required")?,
+            memory_cgroup,
+        })
+    }
+}
+
+/// Entry point of `rudder shim <run|exec> ...`; returns the process exit code.
+pub fn main(args: &[String]) -> i32 {
+    match args.first().map(String::as_str) {
+        Some("run") => match ShimArgs::parse(&args[1..]) {
+            Ok(a) => run(&a),
+            Err(e) => {
+                eprintln!("rudder shim: {e}");
+                2
+            }
+        },
+        Some("exec") => crate::exec::helper_main(&args[1..]),
+        _ => {
+            eprintln!("usage: rudder shim run|exec ...");
+            2
+        }
+    }
+}
+
+fn say(line: &serde_json::Value) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn run(args: &ShimArgs) -> i32 {
+    // Our own session: no terminal signals from the agent's, and we outlive it.
+    let _ = nix::unistd::setsid();
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        eprintln!("shim: set_child_subreaper: {e}");
+    }
+    match start(args) {
+        Ok(running) => {
+            say(&serde_json::json!({ "pid": running.pid.as_raw() }));
+            supervise(args, running)
+        }
+        Err(message) => {
+            eprintln!("shim: {message}");
+            let _ = write_json(
+                &args.container_dir.join("exit.json"),
+                &ExitRecord {
+                    exit_code: 128,
+                    finished_at_ns: now_ns(),
+                    reason: "StartError".into(),
+                    message: message.clone(),
+                },
+            );
+            cleanup_libcontainer(&args.libcontainer_root, &args.id);
+            say(&serde_json::json!({ "error": message }));
+            1
+        }
+    }
+}
+
+struct Running {
+    pid: Pid,
+    stdout: File,
+    stderr: File,
+}
+
+fn start(args: &ShimArgs) -> Result<Running, String> {
+    let (out_r, out_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let devnull: OwnedFd = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?.into();
+    let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_root_path(&args.libcontainer_root)
+        .map_err(|e| format!("libcontainer root: {e}"))?
+        .with_stdin(devnull)
+        .with_stdout(out_w)
+        .with_stderr(err_w)
+        .as_init(args.container_dir.join("bundle"))
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| format!("creating the container: {e}"))?;
+    container.start().map_err(|e| format!("starting the container: {e}"))?;
+    let pid = container
+        .pid()
+        .map(|p| Pid::from_raw(p.as_raw()))
+        .ok_or_else(|| "the container has no pid after start".to_owned())?;
+    write_json(
+        &args.container_dir.join("started.json"),
+        &StartedRecord {
+            shim_pid: std::process::id() as i32,
+            pid: pid.as_raw(),
+            started_at_ns: now_ns(),
+        },
+    )
+    .map_err(|e| format!("writing started.json: {e}"))?;
+    Ok(Running { pid, stdout: File::from(out_r), stderr: File::from(err_r) })
+}
+
+/// Copies output into the log until the process exited and its pipes closed, then records
+/// the exit.
+fn supervise(args: &ShimArgs, running: Running) -> i32 {
+    // Signals are blocked only now, after the container started: a blocked mask would be
+    // inherited by the container's process. SIGTERM/SIGINT/SIGHUP are swallowed: the shim
+    // ends when its container does, not when someone tidies up processes.
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    if let Err(e) = mask.thread_block() {
+        eprintln!("shim: blocking signals: {e}");
+    }
+    let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shim: signalfd: {e}");
+            return 1;
+        }
+    };
+    let log = match OpenOptions::new().create(true).append(true).open(&args.log_path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("shim: opening log {}: {e}", args.log_path.display());
+            return 1;
+        }
+    };
+    let mut log = BufWriter::new(log);
+    let mut streams = [
+        Some((running.stdout, LineSplitter::new(Stream::Stdout))),
+        Some((running.stderr, LineSplitter::new(Stream::Stderr))),
+    ];
+    let mut status: Option<WaitStatus> = reap(running.pid);
+    let mut buf = vec![0u8; 32 * 1024];
+    while status.is_none() || streams.iter().any(Option::is_some) {
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        let open: Vec<usize> = (0..2).filter(|&i| streams[i].is_some()).collect();
+        for &i in &open {
+            if let Some((f, _)) = &streams[i] {
+                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                eprintln!("shim: poll: {e}");
+                break;
+            }
+        }
+        let ready: Vec<bool> =
+            fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        drop(fds);
+        if ready[0] {
+            while let Ok(Some(_)) = sfd.read_signal() {}
+            if status.is_none() {
+                status = reap(running.pid);
+            } else {
+                reap(running.pid);
+            }
+        }
+        for (k, &i) in open.iter().enumerate() {
+            if !ready[k + 1] {
+                continue;
+            }
+            let now = SystemTime::now();
+            let (file, splitter) = streams[i].as_mut().expect("open stream");
+            match file.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = splitter.finish(now, &mut log);
+                    streams[i] = None;
+                }
+                Ok(n) => {
+                    let _ = splitter.feed(&buf[..n], now, &mut log);
+                }
+            }
+        }
+        let _ = log.flush();
+    }
+    let _ = log.flush();
+    let exit_code = match status {
+        Some(WaitStatus::Exited(_, code)) => code,
+        Some(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+        _ => 255,
+    };
+    let oom = args.memory_cgroup.as_deref().is_some_and(oom_killed);
+    let reason = if oom {
+        "OOMKilled"
+    } else if exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
+    cleanup_libcontainer(&args.libcontainer_root, &args.id);
+    if let Err(e) = write_json(
+        &args.container_dir.join("exit.json"),
+        &ExitRecord {
+            exit_code,
+            finished_at_ns: now_ns(),
+            reason: reason.to_owned(),
+            message: String::new(),
+        },
+    ) {
+        eprintln!("shim: writing exit.json: {e}");
+        return 1;
+    }
+    0
+}
+
+/// Reaps every exited child (we are a subreaper: orphans of the container land here);
+/// returns the container process's status once it is among them.
+fn reap(pid: Pid) -> Option<WaitStatus> {
+    let mut found = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return found,
+            Ok(s) => {
+                if s.pid() == Some(pid)
+                    && matches!(s, WaitStatus::Exited(..) | WaitStatus::Signaled(..))
+                {
+                    found = Some(s);
+                }
+            }
+        }
+    }
+}
+
+/// Whether the kernel's OOM killer fired in this memory cgroup (v1 `memory.oom_control`,
+/// v2 `memory.events`, both carry an `oom_kill` counter).
+fn oom_killed(dir: &Path) -> bool {
+    ["memory.oom_control", "memory.events"].iter().any(|f| {
+        fs::read_to_string(dir.join(f)).is_ok_and(|s| {
+            s.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    })
+}
+
+/// Deletes libcontainer's state and cgroups for a container that no longer runs.
+pub fn cleanup_libcontainer(root: &Path, id: &str) {
+    let dir = root.join(id);
+    if !dir.exists() {
+        return;
+    }
+    match libcontainer::container::Container::load(dir.clone()) {
+        Ok(mut c) => {
+            if let Err(e) = c.delete(true) {
+                eprintln!("shim: deleting container state: {e}");
+                let _ = fs::remove_dir_all(&dir);
+            }
+        }
+        Err(_) => {
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+}

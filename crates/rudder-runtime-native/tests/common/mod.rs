@@ -1,0 +1,208 @@
+//! Test fixtures for the native runtime: a busybox layer directory, providers, a runtime
+//! over temp directories, and a guard that removes everything (containers, mounts, cgroups,
+//! network) even when the test fails.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rudder_runtime::{
+    ImageInfo, PodSandboxConfig, PodSandboxMetadata, Result, Runtime, RuntimeError,
+};
+use rudder_runtime_native::layout::Layout;
+use rudder_runtime_native::providers::{
+    ImageProvider, NetworkProvider, PodNetworkInfo, ResolvedImage,
+};
+use rudder_runtime_native::spec::ImageDefaults;
+use rudder_runtime_native::{NativeRuntime, ShimCommand};
+
+/// A layer directory holding Debian's static busybox with its applets, /etc/passwd with
+/// `app` (1000), and /tmp.
+pub fn busybox_layer(dir: &Path) -> PathBuf {
+    let layer = dir.join("layer-busybox");
+    fs::create_dir_all(layer.join("bin")).unwrap();
+    fs::copy("/usr/bin/busybox", layer.join("bin/busybox")).unwrap();
+    let out = std::process::Command::new("/usr/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet)).unwrap();
+        }
+    }
+    fs::create_dir_all(layer.join("etc")).unwrap();
+    fs::write(layer.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n").unwrap();
+    fs::write(layer.join("etc/group"), "root:x:0:\napp:x:1000:\nnobody:x:65534:\n").unwrap();
+    for d in ["tmp", "proc", "sys", "dev", "root", "var/www"] {
+        fs::create_dir_all(layer.join(d)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(layer.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    layer
+}
+
+/// Images from plain directories: every reference resolves to the busybox layer.
+pub struct DirImages {
+    pub layer: PathBuf,
+}
+
+#[async_trait]
+impl ImageProvider for DirImages {
+    async fn pull(&self, image: &str, _credentials: &[Vec<u8>]) -> Result<ImageInfo> {
+        Ok(self.info(image))
+    }
+    async fn resolve(&self, image: &str) -> Result<Option<ResolvedImage>> {
+        Ok(Some(ResolvedImage {
+            info: self.info(image),
+            layers: vec![self.layer.clone()],
+            defaults: ImageDefaults {
+                cmd: vec!["sh".into()],
+                env: vec!["PATH=/bin".into()],
+                ..Default::default()
+            },
+            user: String::new(),
+        }))
+    }
+    async fn list(&self) -> Result<Vec<ImageInfo>> {
+        Ok(vec![])
+    }
+    async fn remove(&self, _image: &str) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl DirImages {
+    fn info(&self, image: &str) -> ImageInfo {
+        ImageInfo {
+            id: "sha256:busybox-dir".into(),
+            repo_tags: vec![image.into()],
+            repo_digests: vec![],
+            size_bytes: 0,
+        }
+    }
+}
+
+/// Host networking only: `setup` refuses (tests using it set `host_network`).
+pub struct HostNetworkOnly;
+
+impl NetworkProvider for HostNetworkOnly {
+    fn setup(&self, _sandbox_id: &str, _hostname: &str) -> Result<PodNetworkInfo> {
+        Err(RuntimeError::Unsupported("pod networks in this test"))
+    }
+    fn teardown(&self, _sandbox_id: &str) -> Result<()> {
+        Ok(())
+    }
+    fn write_pod_files(
+        &self,
+        _dir: &Path,
+        _c: &PodSandboxConfig,
+        _ip: Option<Ipv4Addr>,
+    ) -> Result<()> {
+        Ok(())
+    }
+}
+
+pub fn shim() -> ShimCommand {
+    ShimCommand { program: PathBuf::from(env!("CARGO_BIN_EXE_rudder-shim")), prefix_args: vec![] }
+}
+
+pub fn pod(name: &str, host_network: bool) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: PodSandboxMetadata {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: format!("uid-{name}"),
+            attempt: 0,
+        },
+        hostname: name.into(),
+        host_network,
+        ..Default::default()
+    }
+}
+
+/// Removes every sandbox and container of a runtime when dropped (also on panic), then
+/// checks nothing is left mounted under its root.
+pub struct Cleanup {
+    pub runtime: Arc<NativeRuntime>,
+    pub root: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let rt = self.runtime.clone();
+        std::thread::spawn(move || {
+            let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            tokio.block_on(async {
+                for c in rt.list_containers(None).await.unwrap_or_default() {
+                    let _ = rt.remove_container(&c.id).await;
+                }
+                for s in rt.list_pod_sandboxes().await.unwrap_or_default() {
+                    let _ = rt.remove_pod_sandbox(&s.id).await;
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+pub struct TestRuntime {
+    pub runtime: Arc<NativeRuntime>,
+    pub dir: tempfile::TempDir,
+    pub cleanup: Cleanup,
+}
+
+/// A runtime with state under a fresh temp dir and the busybox layer as every image.
+pub fn runtime_with(network: Arc<dyn NetworkProvider>) -> TestRuntime {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = busybox_layer(dir.path());
+    let layout = Layout::new(dir.path().join("root"), dir.path().join("run"));
+    let runtime = Arc::new(
+        NativeRuntime::new(layout, shim(), Arc::new(DirImages { layer }), network).unwrap(),
+    );
+    TestRuntime {
+        cleanup: Cleanup { runtime: runtime.clone(), root: dir.path().to_owned() },
+        runtime,
+        dir,
+    }
+}
+
+/// Reopens a runtime over an existing state directory (an "agent restart").
+pub fn reopen(dir: &Path, network: Arc<dyn NetworkProvider>) -> Arc<NativeRuntime> {
+    let layout = Layout::new(dir.join("root"), dir.join("run"));
+    Arc::new(
+        NativeRuntime::new(
+            layout,
+            shim(),
+            Arc::new(DirImages { layer: dir.join("layer-busybox") }),
+            network,
+        )
+        .unwrap(),
+    )
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout_s: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+pub fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+pub fn _unused(_: &dyn Runtime) {}
