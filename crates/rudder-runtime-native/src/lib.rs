@@ -6,6 +6,7 @@
 
 pub mod exec;
 pub mod layout;
+pub mod net_adapter;
 pub mod providers;
 pub mod rootfs;
 pub mod runtime;

@@ -50,11 +50,20 @@ enum Command {
         #[arg(long, default_value_os_t = default_data_dir())]
         data_dir: PathBuf,
     },
+    /// Internal: the per-container shim (`shim run ...`) and exec helper (`shim exec ...`)
+    /// the native runtime starts.
+    #[command(hide = true)]
+    Shim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        // Single-threaded on purpose: no async runtime, no threads (libcontainer forks).
+        Command::Shim { args } => std::process::exit(rudder_runtime_native::shim::main(&args)),
         Command::Version => {
             println!("rudder {} (Kubernetes {KUBERNETES_VERSION})", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -206,3 +206,46 @@ pub fn sh(script: &str) -> Vec<String> {
 }
 
 pub fn _unused(_: &dyn Runtime) {}
+
+/// A "node" network namespace made for one test, with a pod network (unique bridge name,
+/// random private /24) inside it. Bridge, nft table and host-side veths live in that netns,
+/// so deleting it on drop removes them all.
+pub struct NodeNet {
+    pub adapter: Arc<rudder_runtime_native::net_adapter::NetworkAdapter>,
+    pub netns: PathBuf,
+    _guard: NetnsGuard,
+    _dir: tempfile::TempDir,
+}
+
+struct NetnsGuard(String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+impl NodeNet {
+    pub fn new() -> Self {
+        let tag = format!("{:08x}", rand::random::<u32>());
+        let name = format!("rudder-tnode-{tag}");
+        let ok = std::process::Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+        assert!(ok.success(), "ip netns add {name}");
+        let guard = NetnsGuard(name.clone());
+        let netns = PathBuf::from(format!("/run/netns/{name}"));
+        let dir = tempfile::tempdir().unwrap();
+        let cidr = format!("10.{}.{}.0/24", 200 + rand::random::<u8>() % 50, rand::random::<u8>());
+        let config = rudder_net::NetworkConfig {
+            bridge: format!("rt{}", &tag[..6]),
+            pod_cidr: cidr,
+            node_netns: Some(netns.clone()),
+            state_dir: dir.path().join("ipam"),
+            run_dir: dir.path().join("ns"),
+            ..Default::default()
+        };
+        let network = rudder_net::Network::new(config).unwrap();
+        let adapter =
+            Arc::new(rudder_runtime_native::net_adapter::NetworkAdapter::new(network).unwrap());
+        NodeNet { adapter, netns, _guard: guard, _dir: dir }
+    }
+}

@@ -1,0 +1,120 @@
+//! An agent restart: the process that started a container exits; a new runtime instance over
+//! the same state finds the container still running (same process, still logging), can exec
+//! into it and stop it. And create/remove cycles leave nothing behind.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rudder_runtime::{ContainerConfig, ContainerMetadata, ContainerState, Runtime};
+
+const CHILD_DIR_ENV: &str = "RUDDER_TEST_ADOPTION_DIR";
+
+/// Not a test of its own: the "first agent" process run by
+/// `a_restarted_agent_adopts_running_containers`.
+#[tokio::test]
+#[ignore = "helper process for a_restarted_agent_adopts_running_containers"]
+async fn adoption_first_agent() {
+    let dir = std::env::var(CHILD_DIR_ENV).expect("run by the adoption test");
+    let rt = reopen(Path::new(&dir), Arc::new(HostNetworkOnly));
+    let sb = rt.run_pod_sandbox(&pod("adopt", true)).await.unwrap();
+    let c = ContainerConfig {
+        metadata: ContainerMetadata { name: "ticker".into(), attempt: 0 },
+        image: "busybox".into(),
+        command: sh("i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"),
+        ..Default::default()
+    };
+    let id = rt.create_container(&sb, &c, &pod("adopt", true)).await.unwrap();
+    rt.start_container(&id).await.unwrap();
+    println!("CONTAINER {id}");
+    // Exit without any cleanup, as a crashed agent would.
+    std::process::exit(0);
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_running_containers() {
+    let t = runtime_with(Arc::new(HostNetworkOnly));
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["adoption_first_agent", "--exact", "--ignored", "--nocapture"])
+        .env(CHILD_DIR_ENV, t.dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("CONTAINER "))
+        .unwrap_or_else(|| {
+            panic!("first agent failed: {stdout} {}", String::from_utf8_lossy(&out.stderr))
+        })
+        .trim()
+        .to_owned();
+
+    // The first agent is gone; a new runtime over the same directories takes over.
+    let rt = reopen(t.dir.path(), Arc::new(HostNetworkOnly));
+    let st = rt.container_status(&id).await.unwrap();
+    assert_eq!(st.state, ContainerState::Running, "{st:?}");
+    let log = st.log_path.clone().unwrap();
+    let before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    eventually("the log to keep growing", 20, || async {
+        (std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) > before).then_some(())
+    })
+    .await;
+    let r = rt.exec_sync(&id, &sh("echo $((6*7))"), 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "42");
+    // Same process as before the restart: pid 1 in the container is still the ticker.
+    let r = rt.exec_sync(&id, &sh("cat /proc/1/cmdline | tr '\\0' ' '"), 10).await.unwrap();
+    assert!(String::from_utf8_lossy(&r.stdout).contains("tick"), "{r:?}");
+    rt.stop_container(&id, 1).await.unwrap();
+    let st = rt.container_status(&id).await.unwrap();
+    assert_eq!(st.state, ContainerState::Exited);
+    assert!(st.exit_code == 137 || st.exit_code == 143, "{st:?}");
+}
+
+#[tokio::test]
+async fn create_remove_cycles_leave_nothing_behind() {
+    let t = runtime_with(Arc::new(HostNetworkOnly));
+    let rt = &t.runtime;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let sb = rt.run_pod_sandbox(&pod(&format!("cycle-{i}"), true)).await.unwrap();
+        let mut c = ContainerConfig {
+            metadata: ContainerMetadata { name: "c".into(), attempt: 0 },
+            image: "busybox".into(),
+            command: vec!["sleep".into(), "300".into()],
+            ..Default::default()
+        };
+        c.resources.memory_limit_bytes = Some(32 << 20);
+        c.resources.pids_limit = Some(50);
+        let id = rt.create_container(&sb, &c, &pod("cycle", true)).await.unwrap();
+        if i % 2 == 0 {
+            rt.start_container(&id).await.unwrap();
+        }
+        ids.push(id);
+        rt.remove_pod_sandbox(&sb).await.unwrap();
+    }
+    let root = t.dir.path();
+    assert!(rt.list_containers(None).await.unwrap().is_empty());
+    assert!(rt.list_pod_sandboxes().await.unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(root.join("run/libcontainer")).unwrap().count(), 0);
+    assert!(rudder_runtime_native::rootfs::mounts_under(root).is_empty());
+    for id in &ids {
+        for ctrl in ["memory", "pids", "cpu", "cpuacct", "devices", "freezer"] {
+            let p = format!("/sys/fs/cgroup/{ctrl}/rudder/{id}");
+            assert!(!Path::new(&p).exists(), "cgroup left behind: {p}");
+        }
+        // No shim of ours is left running.
+        for proc_entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmd) = std::fs::read(proc_entry.path().join("cmdline")) {
+                assert!(
+                    !String::from_utf8_lossy(&cmd).contains(id.as_str()),
+                    "process left: {:?}",
+                    proc_entry.path()
+                );
+            }
+        }
+    }
+}
