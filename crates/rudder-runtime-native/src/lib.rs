@@ -5,6 +5,7 @@
 //! [`Runtime`]: rudder_runtime::Runtime
 
 pub mod exec;
+pub mod image_adapter;
 pub mod layout;
 pub mod net_adapter;
 pub mod providers;
