@@ -47,11 +47,46 @@ impl Compression {
     /// From an OCI or Docker layer media type.
     pub fn from_media_type(media_type: &str) -> Result<Self, LayerError> {
         Ok(match media_type {
-            "application/vnd.oci.image.layer.v1.tar" => Compression::None,
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Compression::None,
             "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
             | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Compression::Gzip,
-            "application/vnd.oci.image.layer.v1.tar+zstd" => Compression::Zstd,
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Compression::Zstd,
             other => return Err(LayerError::MediaType(other.to_owned())),
+        })
+    }
+
+    /// From the first bytes of a blob (docker-archive layers carry no media type).
+    pub fn detect(head: &[u8]) -> Self {
+        match head {
+            [0x1f, 0x8b, ..] => Compression::Gzip,
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
+            _ => Compression::None,
+        }
+    }
+
+    /// The OCI media type of a layer compressed this way.
+    pub fn oci_media_type(self) -> &'static str {
+        match self {
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+
+    /// A reader of the uncompressed stream (gzip with several members is read whole).
+    pub fn decoder<'a>(self, reader: impl Read + 'a) -> Result<Box<dyn Read + 'a>, LayerError> {
+        Ok(match self {
+            Compression::None => Box::new(reader),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+            Compression::Zstd => {
+                Box::new(ruzstd::decoding::StreamingDecoder::new(reader).map_err(|e| {
+                    LayerError::Io { what: "zstd".into(), source: io::Error::other(e.to_string()) }
+                })?)
+            }
         })
     }
 }
@@ -159,15 +194,7 @@ pub fn unpack(
     dest: &Path,
     options: UnpackOptions,
 ) -> Result<UnpackStats, LayerError> {
-    let decoded: Box<dyn Read> = match compression {
-        Compression::None => Box::new(reader),
-        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(reader)),
-        Compression::Zstd => {
-            Box::new(ruzstd::decoding::StreamingDecoder::new(reader).map_err(|e| {
-                LayerError::Io { what: "zstd".into(), source: io::Error::other(e.to_string()) }
-            })?)
-        }
-    };
+    let decoded = compression.decoder(reader)?;
     let bounded = Bounded {
         inner: decoded,
         left: options.max_bytes.saturating_add(1 << 20),

@@ -96,9 +96,43 @@ pub fn main(args: &[String]) -> i32 {
             }
         },
         Some("exec") => crate::exec::helper_main(&args[1..]),
+        Some("bare") => bare(&args[1..]),
         _ => {
             eprintln!("usage: rudder shim run|exec ...");
             2
+        }
+    }
+}
+
+/// `bare --bundle B --id ID --state-root R`: libcontainer's create + start of a bundle and
+/// nothing else (no logs, no supervision); prints the pid and exits. The runtime benchmark's
+/// baseline.
+fn bare(args: &[String]) -> i32 {
+    let get =
+        |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let (Some(bundle), Some(id), Some(root)) = (get("--bundle"), get("--id"), get("--state-root"))
+    else {
+        eprintln!("usage: rudder shim bare --bundle B --id ID --state-root R");
+        return 2;
+    };
+    let devnull = |_| File::options().read(true).write(true).open("/dev/null").map(OwnedFd::from);
+    let (Ok(i), Ok(o), Ok(e)) = (devnull(0), devnull(1), devnull(2)) else {
+        eprintln!("bare start: cannot open /dev/null");
+        return 1;
+    };
+    let result = ContainerBuilder::new(id, SyscallType::default())
+        .with_root_path(root)
+        .map(|b| b.with_stdin(i).with_stdout(o).with_stderr(e))
+        .and_then(|b| b.as_init(bundle).with_systemd(false).with_detach(true).build())
+        .and_then(|mut c| c.start().map(|_| c.pid()));
+    match result {
+        Ok(pid) => {
+            println!("{}", pid.map(|p| p.as_raw()).unwrap_or(0));
+            0
+        }
+        Err(e) => {
+            eprintln!("bare start: {e}");
+            1
         }
     }
 }

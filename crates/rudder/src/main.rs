@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rudder_apiserver::{Datastore, ServerConfig};
 
+mod image;
+
 /// The Kubernetes version rudder's API reports and follows.
 const KUBERNETES_VERSION: &str = "v1.33.0";
 
@@ -50,6 +52,14 @@ enum Command {
         #[arg(long, default_value_os_t = default_data_dir())]
         data_dir: PathBuf,
     },
+    /// Manage the node's container images (pull, import, list, remove).
+    Image {
+        /// The node's state directory; images live in `<data-dir>/images`.
+        #[arg(long, default_value_os_t = default_data_dir(), global = true)]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
     /// Internal: the per-container shim (`shim run ...`) and exec helper (`shim exec ...`)
     /// the native runtime starts.
     #[command(hide = true)]
@@ -64,6 +74,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         // Single-threaded on purpose: no async runtime, no threads (libcontainer forks).
         Command::Shim { args } => std::process::exit(rudder_runtime_native::shim::main(&args)),
+        Command::Image { data_dir, command } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(image::run(&data_dir.join("images"), command))
+        }
         Command::Version => {
             println!("rudder {} (Kubernetes {KUBERNETES_VERSION})", env!("CARGO_PKG_VERSION"));
             Ok(())

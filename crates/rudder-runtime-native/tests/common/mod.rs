@@ -217,11 +217,18 @@ pub struct NodeNet {
     _dir: tempfile::TempDir,
 }
 
-struct NetnsGuard(String);
+/// Deletes the node netns and undoes rudder-net's self bind mount of the namespace run dir
+/// (made shared so pod namespace unmounts propagate) before the temp dir goes.
+struct NetnsGuard(String, PathBuf);
 
 impl Drop for NetnsGuard {
     fn drop(&mut self) {
         let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+        while rudder_runtime_native::rootfs::is_mount_point(&self.1) {
+            if std::process::Command::new("umount").arg("-l").arg(&self.1).status().is_err() {
+                break;
+            }
+        }
     }
 }
 
@@ -231,9 +238,9 @@ impl NodeNet {
         let name = format!("rudder-tnode-{tag}");
         let ok = std::process::Command::new("ip").args(["netns", "add", &name]).status().unwrap();
         assert!(ok.success(), "ip netns add {name}");
-        let guard = NetnsGuard(name.clone());
-        let netns = PathBuf::from(format!("/run/netns/{name}"));
         let dir = tempfile::tempdir().unwrap();
+        let guard = NetnsGuard(name.clone(), dir.path().join("ns"));
+        let netns = PathBuf::from(format!("/run/netns/{name}"));
         let cidr = format!("10.{}.{}.0/24", 200 + rand::random::<u8>() % 50, rand::random::<u8>());
         let config = rudder_net::NetworkConfig {
             bridge: format!("rt{}", &tag[..6]),
