@@ -131,3 +131,49 @@ async fn a_failing_start_reports_the_reason() {
     assert!(result.is_err() || st.exit_code != 0, "{result:?} {st:?}");
     assert_ne!(st.exit_code, 0);
 }
+
+#[tokio::test]
+async fn streaming_exec_with_stdin_and_with_a_tty() {
+    use rudder_runtime::ExecRequest;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = runtime_with(Arc::new(HostNetworkOnly));
+    let rt = &t.runtime;
+    let sb = rt.run_pod_sandbox(&pod("stream", true)).await.unwrap();
+    let id = rt
+        .create_container(
+            &sb,
+            &container("main", vec!["sleep".into(), "300".into()]),
+            &pod("stream", true),
+        )
+        .await
+        .unwrap();
+    rt.start_container(&id).await.unwrap();
+
+    // stdin without a TTY: what we write comes back through cat.
+    let req = ExecRequest { command: sh("cat; echo done >&2; exit 5"), tty: false, stdin: true };
+    let mut s = rt.exec(&id, &req).await.unwrap();
+    let mut stdin = s.stdin.take().unwrap();
+    stdin.write_all(b"through stdin\n").await.unwrap();
+    drop(stdin);
+    let mut out = String::new();
+    s.stdout.read_to_string(&mut out).await.unwrap();
+    let mut err = String::new();
+    s.stderr.take().unwrap().read_to_string(&mut err).await.unwrap();
+    assert_eq!(
+        (out.as_str(), err.as_str(), s.exit.await.unwrap()),
+        ("through stdin\n", "done\n", 5)
+    );
+
+    // A TTY: the process sees a terminal on its stdio (line discipline: CRLF). It is a node
+    // pty, so `tty` cannot name it inside the container's own /dev/pts.
+    let req = ExecRequest {
+        command: sh("test -t 0 && test -t 1 && echo is-a-tty"),
+        tty: true,
+        stdin: false,
+    };
+    let mut s = rt.exec(&id, &req).await.unwrap();
+    let mut out = String::new();
+    s.stdout.read_to_string(&mut out).await.unwrap();
+    assert_eq!(out, "is-a-tty\r\n");
+    assert_eq!(s.exit.await.unwrap(), 0);
+}

@@ -54,8 +54,8 @@ pub async fn run(root: &Path, command: ImageCommand) -> Result<()> {
             let store = ImageStore::open(root, options)?;
             let mut credentials = Credentials::default();
             if let Some(path) = docker_config {
-                let json = std::fs::read(&path)
-                    .with_context(|| format!("reading {}", path.display()))?;
+                let json =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                 credentials = Credentials::from_docker_config(&json)
                     .with_context(|| format!("parsing {}", path.display()))?;
             }
@@ -79,7 +79,9 @@ pub async fn run(root: &Path, command: ImageCommand) -> Result<()> {
             }
             let store = ImageStore::open(root, StoreOptions::default())?;
             for f in files {
-                for r in store.import(&f).await.with_context(|| format!("importing {}", f.display()))? {
+                for r in
+                    store.import(&f).await.with_context(|| format!("importing {}", f.display()))?
+                {
                     let name = r.names.first().cloned().unwrap_or_else(|| "<none>".into());
                     println!("{name} {}", r.digest);
                 }
@@ -97,10 +99,23 @@ pub async fn run(root: &Path, command: ImageCommand) -> Result<()> {
             for r in &references {
                 match store.get(r)? {
                     None => missing.push(r.clone()),
-                    Some(_) => match store.remove(r)? {
-                        Removed::Untagged => println!("Untagged: {r}"),
-                        Removed::Deleted(rec) => println!("Deleted: {}", rec.digest),
-                    },
+                    Some(image) => {
+                        let mut removed = store.remove(r)?;
+                        if let Removed::Untagged = removed {
+                            println!("Untagged: {r}");
+                            // As `crictl rmi` and `docker rmi`: once no tag is left, the
+                            // repo@digest names go too and the image is deleted.
+                            let left = store.get(&image.digest.to_string())?;
+                            if let Some(left) = left.filter(|l| l.names.is_empty()) {
+                                for d in &left.repo_digests {
+                                    removed = store.remove(d)?;
+                                }
+                            }
+                        }
+                        if let Removed::Deleted(rec) = removed {
+                            println!("Deleted: {}", rec.digest);
+                        }
+                    }
                 }
             }
             let gc = store.gc().await?;

@@ -15,7 +15,12 @@ fn rudder(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 }
 
 fn ok(out: &std::process::Output) -> String {
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -36,7 +41,10 @@ async fn pull_list_remove_and_import() {
     assert!(digest.starts_with("sha256:"), "{digest}");
     let ls = ok(&rudder(dir.path(), &["ls"]));
     assert!(ls.starts_with("REPOSITORY"), "{ls}");
-    assert!(ls.contains(&format!("{}/library/busybox", registry.host())) && ls.contains("1.0"), "{ls}");
+    assert!(
+        ls.contains(&format!("{}/library/busybox", registry.host())) && ls.contains("1.0"),
+        "{ls}"
+    );
 
     ok(&rudder(dir.path(), &["rm", &reference]));
     assert!(!ok(&rudder(dir.path(), &["ls"])).contains("busybox"));
@@ -47,7 +55,11 @@ async fn pull_list_remove_and_import() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no such image"));
 
     let tarball = dir.path().join("busybox-oci.tar");
-    std::fs::write(&tarball, testing::oci_layout_tar(&image, &["example.com/tools/busybox:2.0"]).unwrap()).unwrap();
+    std::fs::write(
+        &tarball,
+        testing::oci_layout_tar(&image, &["example.com/tools/busybox:2.0"]).unwrap(),
+    )
+    .unwrap();
     let out = ok(&rudder(dir.path(), &["import", tarball.to_str().unwrap()]));
     assert!(out.contains("example.com/tools/busybox:2.0"), "{out}");
     assert!(ok(&rudder(dir.path(), &["ls"])).contains("example.com/tools/busybox"));
