@@ -111,12 +111,11 @@ fn pump_tty(pid: Pid, mut master: File) -> i32 {
     let mut buf = vec![0u8; 16 * 1024];
     let mut status = None;
     loop {
-        if status.is_none() {
-            if let Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) =
+        if status.is_none()
+            && let Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) =
                 waitpid(pid, Some(WaitPidFlag::WNOHANG))
-            {
-                status = Some(s);
-            }
+        {
+            status = Some(s);
         }
         let master_fd = master.try_clone().ok();
         let Some(master_fd) = master_fd else { break };

@@ -316,10 +316,12 @@ mod tests {
 
     #[test]
     fn capabilities_add_drop_and_privileged() {
-        let mut c = ContainerConfig::default();
-        c.security = SecurityContext {
-            capabilities_add: vec!["NET_ADMIN".into()],
-            capabilities_drop: vec!["KILL".into(), "cap_chown".into()],
+        let mut c = ContainerConfig {
+            security: SecurityContext {
+                capabilities_add: vec!["NET_ADMIN".into()],
+                capabilities_drop: vec!["KILL".into(), "cap_chown".into()],
+                ..Default::default()
+            },
             ..Default::default()
         };
         let caps = capabilities(&c);

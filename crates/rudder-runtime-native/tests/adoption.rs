@@ -6,7 +6,6 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::*;
 use rudder_runtime::{ContainerConfig, ContainerMetadata, ContainerState, Runtime};

@@ -177,3 +177,52 @@ async fn streaming_exec_with_stdin_and_with_a_tty() {
     assert_eq!(out, "is-a-tty\r\n");
     assert_eq!(s.exit.await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn limits_read_only_rootfs_tmpfs_and_capabilities_apply() {
+    let t = runtime_with(Arc::new(HostNetworkOnly));
+    let rt = &t.runtime;
+    let sb = rt.run_pod_sandbox(&pod("limits", true)).await.unwrap();
+    let mut c = container("main", vec!["sleep".into(), "300".into()]);
+    c.resources.cpu_shares = Some(512);
+    c.resources.cpu_quota = Some(50_000);
+    c.resources.cpu_period = Some(100_000);
+    c.resources.pids_limit = Some(42);
+    c.security.read_only_rootfs = true;
+    c.security.capabilities_drop = vec!["ALL".into()];
+    c.mounts.push(rudder_runtime::Mount {
+        container_path: "/scratch".into(),
+        source: rudder_runtime::MountSource::Tmpfs { size_bytes: Some(1 << 20) },
+        readonly: false,
+    });
+    let id = rt.create_container(&sb, &c, &pod("limits", true)).await.unwrap();
+    rt.start_container(&id).await.unwrap();
+
+    // cgroup v1 files of the container's cgroup, read from the node.
+    let read = |ctrl: &str, file: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/rudder/{id}/{file}"))
+            .unwrap_or_else(|e| panic!("{ctrl}/{file}: {e}"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(read("pids", "pids.max"), "42");
+    assert_eq!(read("cpu", "cpu.shares"), "512");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+
+    let r = rt.exec_sync(&id, &sh("touch /rootfs-write 2>&1; echo rc=$?"), 10).await.unwrap();
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(out.contains("Read-only file system") && out.contains("rc=1"), "{out}");
+    let r = rt
+        .exec_sync(
+            &id,
+            &sh("echo ok > /scratch/f && cat /scratch/f && grep -c ' /scratch tmpfs' /proc/mounts"),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "ok\n1\n");
+    // All capabilities dropped: the bounding set is empty.
+    let r = rt.exec_sync(&id, &sh("grep CapBnd /proc/self/status"), 10).await.unwrap();
+    assert!(String::from_utf8_lossy(&r.stdout).contains("0000000000000000"), "{r:?}");
+}

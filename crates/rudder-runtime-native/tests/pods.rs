@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::sync::Arc;
 
 use common::*;
 use rudder_runtime::{
