@@ -205,8 +205,6 @@ pub fn sh(script: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script.into()]
 }
 
-pub fn _unused(_: &dyn Runtime) {}
-
 /// A "node" network namespace made for one test, with a pod network (unique bridge name,
 /// random private /24) inside it. Bridge, nft table and host-side veths live in that netns,
 /// so deleting it on drop removes them all.
