@@ -8,6 +8,17 @@ use crate::pki::CertPair;
 /// A kubeconfig with one cluster, one user (a client certificate) and one context, all
 /// named `context`.
 pub fn render(context: &str, server_url: &str, ca_pem: &str, user: &CertPair) -> String {
+    render_user(context, &format!("{context}-admin"), server_url, ca_pem, user)
+}
+
+/// A kubeconfig with one cluster and context named `context` and one user `user_name`.
+pub fn render_user(
+    context: &str,
+    user_name: &str,
+    server_url: &str,
+    ca_pem: &str,
+    user: &CertPair,
+) -> String {
     let b64 = |s: &str| STANDARD.encode(s.as_bytes());
     format!(
         "apiVersion: v1
@@ -18,7 +29,7 @@ clusters:
     server: {server_url}
     certificate-authority-data: {ca}
 users:
-- name: {context}-admin
+- name: {user_name}
   user:
     client-certificate-data: {cert}
     client-key-data: {key}
@@ -26,7 +37,7 @@ contexts:
 - name: {context}
   context:
     cluster: {context}
-    user: {context}-admin
+    user: {user_name}
 current-context: {context}
 preferences: {{}}
 ",

@@ -151,6 +151,39 @@ pub fn serving_names(extra: &[String]) -> Vec<String> {
     names
 }
 
+/// The client certificate of a component (CN `user`, O `groups`), issued by the CA under
+/// `tls_dir` on first use and kept as `<tls_dir>/<user with ':' as '-'>.crt|.key`.
+pub fn component_certificate(
+    tls_dir: &Path,
+    user: &str,
+    groups: &[&str],
+) -> Result<CertPair, PkiError> {
+    let file = user.replace(':', "-");
+    if let Some(pair) = load_pair(tls_dir, &file)? {
+        return Ok(pair);
+    }
+    let ca = load_pair(tls_dir, "ca")?.ok_or_else(|| PkiError::Io {
+        path: tls_dir.join("ca.crt"),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no cluster CA"),
+    })?;
+    let pair = issue(&ca, user, groups, vec![], ExtendedKeyUsagePurpose::ClientAuth)?;
+    store_pair(tls_dir, &file, &pair)?;
+    Ok(pair)
+}
+
+/// A kubeconfig for a component: its own client certificate (see
+/// [`component_certificate`]) and the cluster CA, pointing at `server_url`.
+pub fn component_kubeconfig(
+    tls_dir: &Path,
+    server_url: &str,
+    user: &str,
+    groups: &[&str],
+) -> Result<String, PkiError> {
+    let pair = component_certificate(tls_dir, user, groups)?;
+    let ca = read(&tls_dir.join("ca.crt"))?.unwrap_or_default();
+    Ok(crate::kubeconfig::render_user("rudder", user, server_url, &ca, &pair))
+}
+
 impl Pki {
     /// Loads the certificates under `dir`, generating whatever is missing.
     pub fn ensure(dir: &Path, serving_sans: Vec<String>) -> Result<Self, PkiError> {
