@@ -5,6 +5,7 @@
 //! verb once, on JSON objects, with per-kind `strategy`) -> the `Storage` trait. Responses
 //! are objects, lists, `table`s or `watch` streams; errors become `Status` in `status`.
 
+pub mod admission;
 pub mod clock;
 pub mod component_status;
 pub mod defaults;

@@ -207,6 +207,9 @@ impl Registry {
             m.remove("selfLink");
         }
         strategy::prepare_for_create(info, &mut obj);
+        if info.kind == "Pod" {
+            crate::admission::pod_priority(&*self.store, &mut obj).await?;
+        }
         if info.kind == "Service" {
             service_alloc::default_service(&mut obj);
         }

@@ -114,6 +114,23 @@ async fn bootstrap(registry: &Registry, api_port: u16) -> Result<(), ServerError
         let body = serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
         create(&["namespaces"], body).await?;
     }
+    for (name, value, description) in crate::admission::SYSTEM_PRIORITY_CLASSES {
+        let class = serde_json::json!({
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": { "name": name },
+            "value": value,
+            "description": description,
+            "preemptionPolicy": "PreemptLowerPriority",
+        });
+        let target = crate::request::parse_target("scheduling.k8s.io", "v1", &["priorityclasses"])
+            .expect("bootstrap route");
+        match registry.create(&target, &serde_json::to_vec(&class).expect("JSON"), &q).await {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(ServerError::Bootstrap(format!("{name}: {}", e.message))),
+        }
+    }
     let kubernetes = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Service",

@@ -1,0 +1,90 @@
+//! Mutating admission that needs other objects (upstream's admission plugins of the same
+//! names). Today: `Priority` — a pod's `spec.priority` and `preemptionPolicy` come from its
+//! PriorityClass (or the global default class, or 0).
+
+use rudder_store::Storage;
+use serde_json::{Value, json};
+
+use crate::object::{self, decode, prefix};
+use crate::status::ApiError;
+
+/// The PriorityClasses every cluster has.
+pub const SYSTEM_PRIORITY_CLASSES: [(&str, i64, &str); 2] = [
+    ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
+    ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+];
+
+fn priority_classes() -> &'static rudder_api::ResourceInfo {
+    rudder_api::resources::find("scheduling.k8s.io", "v1", "priorityclasses")
+        .expect("priorityclasses in the resource table")
+}
+
+/// Resolves a new pod's priority from its PriorityClass.
+pub async fn pod_priority(store: &dyn Storage, pod: &mut Value) -> Result<(), ApiError> {
+    let pod_name = object::name(pod).unwrap_or_default().to_owned();
+    let info = priority_classes();
+    let class_name = object::path(pod, "spec.priorityClassName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let store_err = |e| ApiError::from_store(e, info, "");
+    let class = match &class_name {
+        Some(name) => {
+            let kv = store.get(&object::key(info, None, name)).await.map_err(store_err)?;
+            match kv {
+                Some(kv) => Some(decode(&kv)?),
+                None => {
+                    return Err(ApiError::forbidden(format!(
+                        "pods \"{pod_name}\" is forbidden: no PriorityClass with name {name} was found"
+                    )));
+                }
+            }
+        }
+        None => {
+            // The global default class, if one is marked (the lowest value wins, as upstream).
+            let page = store
+                .list(&prefix(info, None), rudder_store::ListOptions::default())
+                .await
+                .map_err(store_err)?;
+            let mut best: Option<Value> = None;
+            for kv in &page.items {
+                let c = decode(kv)?;
+                if c.get("globalDefault").and_then(Value::as_bool) == Some(true) {
+                    let v = c.get("value").and_then(Value::as_i64).unwrap_or(0);
+                    if best.as_ref().is_none_or(|b| b["value"].as_i64().unwrap_or(0) > v) {
+                        best = Some(c);
+                    }
+                }
+            }
+            best
+        }
+    };
+    let (priority, policy, resolved_name) = match &class {
+        Some(c) => (
+            c.get("value").and_then(Value::as_i64).unwrap_or(0),
+            c.get("preemptionPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("PreemptLowerPriority")
+                .to_owned(),
+            object::name(c).map(str::to_owned),
+        ),
+        None => (0, "PreemptLowerPriority".to_owned(), None),
+    };
+    let spec = pod.get_mut("spec").and_then(Value::as_object_mut);
+    let Some(spec) = spec else { return Ok(()) };
+    if let Some(given) = spec.get("priority").and_then(Value::as_i64)
+        && given != priority
+    {
+        return Err(ApiError::forbidden(format!(
+            "pods \"{pod_name}\" is forbidden: the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {priority} from the given PriorityClass name"
+        )));
+    }
+    spec.insert("priority".into(), json!(priority));
+    if let Some(name) = resolved_name {
+        spec.insert("priorityClassName".into(), json!(name));
+    }
+    if class.is_some() || !spec.contains_key("preemptionPolicy") {
+        spec.insert("preemptionPolicy".into(), json!(policy));
+    }
+    Ok(())
+}
