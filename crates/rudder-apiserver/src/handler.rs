@@ -322,6 +322,7 @@ async fn resource_verb(
     }
     match subresource {
         None | Some("status") => {}
+        Some("finalize") if t.info.kind == "Namespace" => {}
         Some(sub) => {
             return Err(ApiError::new(
                 501,
@@ -335,6 +336,7 @@ async fn resource_verb(
     }
     let allowed = match (verb, subresource) {
         (_, Some("status")) => matches!(verb, "get" | "update" | "patch"),
+        (_, Some("finalize")) => verb == "update",
         ("unknown", _) => false,
         (v, None) => t.info.has_verb(v),
         _ => false,

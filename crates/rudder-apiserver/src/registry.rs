@@ -141,9 +141,21 @@ impl Registry {
             if object::meta_str(&ns, "deletionTimestamp").is_some()
                 || object::path(&ns, "status.phase").and_then(Value::as_str) == Some("Terminating")
             {
-                return Err(ApiError::forbidden(format!(
+                let message = format!(
                     "unable to create new content in namespace {namespace} because it is being terminated"
-                )));
+                );
+                return Err(ApiError {
+                    details: Some(json!({
+                        "name": namespace,
+                        "kind": "namespaces",
+                        "causes": [{
+                            "reason": "NamespaceTerminating",
+                            "message": message,
+                            "field": "metadata.namespace",
+                        }],
+                    })),
+                    ..ApiError::forbidden(message)
+                });
             }
         }
         Ok(())
@@ -469,6 +481,14 @@ impl Registry {
             }
             let current = decode(&kv)?;
             let mut new = change(&current)?;
+            // A uid in the request is a precondition upstream's controllers rely on.
+            if let Some(uid) = object::meta_str(&new, "uid").filter(|u| !u.is_empty())
+                && Some(uid) != object::meta_str(&current, "uid")
+            {
+                let error =
+                    rudder_api::FieldError::invalid("metadata.uid", uid, "field is immutable");
+                return Err(ApiError::invalid(info, name, &[error]));
+            }
             check_type(info, &mut new)?;
             let warnings = check_fields(info, &new, q.field_validation)?;
             strategy::prepare_for_update(info, t.subresource.as_deref(), &current, &mut new);
@@ -479,6 +499,7 @@ impl Registry {
             }
             let mut errors = validation::validate_metadata(info, &new);
             errors.extend(strategy::validate(info, &new));
+            errors.extend(strategy::validate_update(info, &current, &new));
             if !errors.is_empty() {
                 return Err(ApiError::invalid(info, name, &errors));
             }

@@ -147,6 +147,72 @@ async fn bootstrap(registry: &Registry, api_port: u16) -> Result<(), ServerError
     create(&["namespaces", "default", "services"], kubernetes).await
 }
 
+/// The address other machines and pods reach this server at: the bind address when one is
+/// given, else the address of the interface that routes outwards (no packet is sent), else
+/// loopback.
+fn advertise_address(bind: IpAddr) -> IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("10.255.255.255:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+/// The `kubernetes` Service's Endpoints and EndpointSlice: this server's address and port
+/// (upstream's API server keeps them too). Rewritten on every start.
+async fn kubernetes_endpoints(
+    registry: &Registry,
+    address: IpAddr,
+    port: u16,
+) -> Result<(), ServerError> {
+    let q = Query::default();
+    let endpoints = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": { "name": "kubernetes", "namespace": "default",
+                      "labels": { "endpointslice.kubernetes.io/skip-mirror": "true" } },
+        "subsets": [{
+            "addresses": [{ "ip": address.to_string() }],
+            "ports": [{ "name": "https", "port": port, "protocol": "TCP" }],
+        }],
+    });
+    let slice = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": { "name": "kubernetes", "namespace": "default",
+                      "labels": { "kubernetes.io/service-name": "kubernetes" } },
+        "addressType": if address.is_ipv4() { "IPv4" } else { "IPv6" },
+        "endpoints": [{ "addresses": [address.to_string()], "conditions": { "ready": true } }],
+        "ports": [{ "name": "https", "port": port, "protocol": "TCP" }],
+    });
+    for (group, segments, body) in [
+        ("", ["namespaces", "default", "endpoints"], endpoints),
+        ("discovery.k8s.io", ["namespaces", "default", "endpointslices"], slice),
+    ] {
+        let version = "v1";
+        let collection = parse_target(group, version, &segments).expect("bootstrap route");
+        let bytes = serde_json::to_vec(&body).expect("JSON");
+        match registry.create(&collection, &bytes, &q).await {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {
+                let mut one = segments.to_vec();
+                one.push("kubernetes");
+                let target = parse_target(group, version, &one).expect("bootstrap route");
+                registry.update(&target, &bytes, &q).await.map_err(|e| {
+                    ServerError::Bootstrap(format!("kubernetes endpoints: {}", e.message))
+                })?;
+            }
+            Err(e) => {
+                return Err(ServerError::Bootstrap(format!("kubernetes endpoints: {}", e.message)));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the API server until the process ends. `started` is told once it serves.
 pub async fn run(
     config: ServerConfig,
@@ -170,6 +236,7 @@ pub async fn run(
         .map_err(io(format!("binding {}:{}", config.bind_address, config.port)))?;
     let address = listener.local_addr().map_err(io("local address".into()))?;
     bootstrap(&registry, address.port()).await?;
+    kubernetes_endpoints(&registry, advertise_address(config.bind_address), address.port()).await?;
     let client_host = if config.bind_address.is_unspecified() {
         "127.0.0.1".to_owned()
     } else {

@@ -19,7 +19,7 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
     if info.kind == "Job" {
         job_selector(obj);
     }
-    if obj.get("spec").is_some() {
+    if obj.get("spec").is_some() || info.kind == "EndpointSlice" {
         meta_mut(obj).insert("generation".into(), json!(1));
     }
     match info.kind {
@@ -54,6 +54,21 @@ pub fn prepare_for_update(
     new: &mut Value,
 ) {
     crate::defaults::apply(info.kind, new);
+    if subresource == Some("finalize") {
+        // Namespaces' finalize: only spec.finalizers changes.
+        let finalizers = new.get("spec").and_then(|s| s.get("finalizers")).cloned();
+        *new = current.clone();
+        meta_mut(new).remove("resourceVersion");
+        match finalizers {
+            Some(f) => new["spec"]["finalizers"] = f,
+            None => {
+                if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove("finalizers");
+                }
+            }
+        }
+        return;
+    }
     if subresource == Some("status") {
         let status = new.get("status").cloned();
         *new = current.clone();
@@ -106,7 +121,13 @@ pub fn prepare_for_update(
             new["spec"]["finalizers"] = finalizers.clone();
         }
     }
-    if new.get("spec") != current.get("spec") && current.get("spec").is_some() {
+    let changed = |field: &str| new.get(field) != current.get(field);
+    let bumps = if info.kind == "EndpointSlice" {
+        changed("endpoints") || changed("ports") || changed("addressType")
+    } else {
+        changed("spec") && current.get("spec").is_some()
+    };
+    if bumps {
         let generation = object::meta(current)
             .and_then(|m| m.get("generation"))
             .and_then(Value::as_i64)
@@ -196,4 +217,36 @@ pub fn deletion_can_finish(obj: &Value) -> bool {
         .is_some_and(|f| !f.is_empty());
     object::finalizers(obj).is_empty()
         && !(obj.get("kind") == Some(&json!("Namespace")) && spec_finalizers)
+}
+
+/// Rules about what an update may change (beyond the metadata identity fields, which
+/// `prepare_for_update` keeps).
+pub fn validate_update(info: &ResourceInfo, current: &Value, new: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if info.kind == "Node" {
+        let old = object::path(current, "spec.podCIDR").and_then(Value::as_str).unwrap_or("");
+        let now = object::path(new, "spec.podCIDR").and_then(Value::as_str).unwrap_or("");
+        if !old.is_empty() && old != now {
+            errors.push(FieldError {
+                error_type: rudder_api::FieldErrorType::Forbidden,
+                field: "spec.podCIDRs".into(),
+                bad_value: None,
+                detail: "node updates may not change podCIDR except from \"\" to valid".into(),
+            });
+        } else if !now.is_empty() && !is_cidr(now) {
+            errors.push(FieldError::invalid(
+                "spec.podCIDR",
+                now,
+                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+            ));
+        }
+    }
+    errors
+}
+
+fn is_cidr(text: &str) -> bool {
+    let Some((ip, bits)) = text.split_once('/') else { return false };
+    let Ok(ip) = ip.parse::<std::net::IpAddr>() else { return false };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    bits.parse::<u8>().is_ok_and(|b| b <= max)
 }

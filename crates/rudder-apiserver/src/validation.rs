@@ -83,6 +83,42 @@ pub fn validate_metadata(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
             )),
         }
     }
+    errors.extend(owner_references(obj));
+    errors
+}
+
+/// Owner references: apiVersion, kind, name and uid present, at most one controller.
+fn owner_references(obj: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let Some(refs) = object::meta(obj).and_then(|m| m.get("ownerReferences")) else {
+        return errors;
+    };
+    let Some(list) = refs.as_array() else { return errors };
+    let mut controllers = Vec::new();
+    for (i, r) in list.iter().enumerate() {
+        let field = |f: &str| format!("metadata.ownerReferences[{i}].{f}");
+        for required in ["apiVersion", "kind", "name", "uid"] {
+            if r.get(required).and_then(Value::as_str).is_none_or(str::is_empty) {
+                let detail = format!("{required} must not be empty");
+                errors.push(FieldError::invalid(field(required), "", detail));
+            }
+        }
+        if r.get("controller").and_then(Value::as_bool) == Some(true) {
+            let kind = r.get("kind").and_then(Value::as_str).unwrap_or_default();
+            let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
+            controllers.push(format!("{kind}/{name}"));
+        }
+    }
+    if controllers.len() > 1 {
+        errors.push(FieldError::invalid(
+            "metadata.ownerReferences",
+            refs.clone(),
+            format!(
+                "Only one reference can have Controller set to true. Found \"true\" in references for {}",
+                controllers.join(" and ")
+            ),
+        ));
+    }
     errors
 }
 

@@ -55,7 +55,8 @@ async fn informer_follows_the_api() {
     api.delete("before", &DeleteParams::default()).await.unwrap();
     eventually("the delete", || informer.get("default", "before").is_none()).await;
     assert_eq!(deletes.load(Ordering::SeqCst), 1);
-    let names: Vec<String> = informer.list_namespace("default").iter().map(|c| c.name_any()).collect();
+    let names: Vec<String> =
+        informer.list_namespace("default").iter().map(|c| c.name_any()).collect();
     assert!(names.contains(&"after".to_owned()) && !names.contains(&"before".to_owned()));
     cancel.cancel();
 }
@@ -76,7 +77,8 @@ async fn repeated_events_are_folded_into_one_with_a_count() {
     let start = tokio::time::Instant::now();
     loop {
         let list = events.list(&lp).await.unwrap().items;
-        let trouble: Vec<_> = list.iter().filter(|e| e.reason.as_deref() == Some("Trouble")).collect();
+        let trouble: Vec<_> =
+            list.iter().filter(|e| e.reason.as_deref() == Some("Trouble")).collect();
         if trouble.len() == 1 && trouble[0].count == Some(2) && list.len() == 2 {
             let e = trouble[0];
             assert_eq!(e.type_.as_deref(), Some("Warning"));
@@ -109,7 +111,8 @@ fn candidate(
     leading: Arc<AtomicUsize>,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let elector = LeaderElector::new(client, election("test-lock", identity), Arc::new(SystemClock));
+    let elector =
+        LeaderElector::new(client, election("test-lock", identity), Arc::new(SystemClock));
     tokio::spawn(elector.run(cancel, move |lost: CancellationToken| {
         let leading = leading.clone();
         async move {

@@ -8,7 +8,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rudder_apiserver::{Datastore, ServerConfig};
 
+mod control_plane;
+mod controllers;
+mod duration;
 mod image;
+mod sim;
 
 /// The Kubernetes version rudder's API reports and follows.
 const KUBERNETES_VERSION: &str = "v1.33.0";
@@ -46,6 +50,30 @@ enum Command {
         /// `sqlite` (embedded, default) or `etcd://host:port[,host:port...]`.
         #[arg(long, default_value = "sqlite")]
         datastore: Datastore,
+        /// Do not run the scheduler in this server.
+        #[arg(long)]
+        disable_scheduler: bool,
+        /// Do not run the controller manager in this server.
+        #[arg(long)]
+        disable_controller_manager: bool,
+        /// The pods' address range, one block per node.
+        #[arg(long, default_value = "10.42.0.0/16")]
+        cluster_cidr: String,
+        /// Prefix length of each node's block of the cluster CIDR.
+        #[arg(long, default_value_t = 24)]
+        node_cidr_mask_size: u8,
+        /// How long a node may stop renewing its Lease before it is marked Unknown.
+        #[arg(long, default_value = "40s", value_parser = duration::parse)]
+        node_monitor_grace_period: std::time::Duration,
+        /// How long pods without their own toleration stay on a NotReady or unreachable
+        /// node before they are evicted.
+        #[arg(long, default_value_t = 300)]
+        default_toleration_seconds: u32,
+    },
+    /// Simulated nodes for tests and benchmarks (no kubelet, no containers).
+    Sim {
+        #[command(subcommand)]
+        command: sim::SimCommand,
     },
     /// Print the admin kubeconfig of a server's data dir.
     Kubeconfig {
@@ -90,7 +118,37 @@ fn main() -> anyhow::Result<()> {
             print!("{text}");
             Ok(())
         }
-        Command::Server { data_dir, bind_address, port, datastore } => {
+        Command::Sim { command } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("RUDDER_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(sim::run(command))
+        }
+        Command::Server {
+            data_dir,
+            bind_address,
+            port,
+            datastore,
+            disable_scheduler,
+            disable_controller_manager,
+            cluster_cidr,
+            node_cidr_mask_size,
+            node_monitor_grace_period,
+            default_toleration_seconds,
+        } => {
+            let options = control_plane::ControlPlaneOptions {
+                scheduler: !disable_scheduler,
+                controller_manager: !disable_controller_manager,
+                cluster_cidr,
+                node_cidr_mask_size,
+                node_monitor_grace_period,
+                default_toleration_seconds,
+            };
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_env("RUDDER_LOG")
@@ -100,10 +158,25 @@ fn main() -> anyhow::Result<()> {
                 .init();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async {
-                let config = ServerConfig { data_dir, bind_address, port, datastore };
+                let config =
+                    ServerConfig { data_dir: data_dir.clone(), bind_address, port, datastore };
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                let server = tokio::spawn(rudder_apiserver::run(config, tx));
+                let mut server = tokio::spawn(rudder_apiserver::run(config, tx));
+                let cancel = tokio_util::sync::CancellationToken::new();
+                let mut control_plane = None;
                 if let Ok(started) = rx.await {
+                    let url = format!("https://127.0.0.1:{}", started.address.port());
+                    let url = if bind_address.is_unspecified() {
+                        url
+                    } else {
+                        format!("https://{}", started.address)
+                    };
+                    control_plane = Some(tokio::spawn(control_plane::run(
+                        data_dir.clone(),
+                        url,
+                        options,
+                        cancel.clone(),
+                    )));
                     println!("rudder API server listening on https://{}", started.address);
                     println!("admin kubeconfig: {}", started.kubeconfig.display());
                     println!(
@@ -111,11 +184,28 @@ fn main() -> anyhow::Result<()> {
                         started.kubeconfig.display()
                     );
                 }
-                tokio::select! {
-                    result = server => result.context("server task")?.context("API server"),
+                let result = tokio::select! {
+                    result = &mut server => result.context("server task")?.context("API server"),
                     _ = tokio::signal::ctrl_c() => Ok(()),
+                    _ = terminate() => Ok(()),
+                };
+                // Give the Leases back so another server takes over at once.
+                cancel.cancel();
+                if let Some(cp) = control_plane {
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), cp).await;
                 }
+                result
             })
         }
+    }
+}
+
+/// Resolves on SIGTERM.
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
     }
 }

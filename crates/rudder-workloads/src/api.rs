@@ -1,0 +1,84 @@
+//! API calls with a bound on how long each may take, mapped to this crate's errors.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::Error;
+
+/// Bound on one API request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which object a request is about (for errors).
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub verb: &'static str,
+    pub kind: &'static str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
+/// Runs `request` with [`REQUEST_TIMEOUT`].
+pub async fn call<T>(
+    target: Target<'_>,
+    request: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(Error::Api {
+            verb: target.verb,
+            kind: target.kind,
+            namespace: target.namespace.to_owned(),
+            name: target.name.to_owned(),
+            source: Box::new(source),
+        }),
+        Err(_) => Err(Error::Timeout {
+            verb: target.verb,
+            kind: target.kind,
+            namespace: target.namespace.to_owned(),
+            name: target.name.to_owned(),
+            timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
+        }),
+    }
+}
+
+/// What the shared helpers need of a namespaced Kubernetes type.
+pub trait NamespacedObject:
+    k8s_openapi::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+    + kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> NamespacedObject for K where
+    K: k8s_openapi::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A namespaced API of `K` for `obj`'s namespace, and the request target naming `obj`.
+pub fn api_for<'a, K: NamespacedObject, O: kube::Resource>(
+    client: &kube::Client,
+    verb: &'static str,
+    obj: &'a O,
+) -> (kube::Api<K>, Target<'a>) {
+    let meta = obj.meta();
+    let namespace = meta.namespace.as_deref().unwrap_or("");
+    let name = meta.name.as_deref().unwrap_or("");
+    (
+        kube::Api::namespaced(client.clone(), namespace),
+        Target { verb, kind: K::KIND, namespace, name },
+    )
+}
