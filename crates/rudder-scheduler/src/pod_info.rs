@@ -233,7 +233,8 @@ pub struct PodInfo {
 impl PodInfo {
     pub fn new(pod: Arc<Pod>, classes: &PriorityClasses) -> PodInfo {
         let meta = &pod.metadata;
-        let spec = pod.spec.clone().unwrap_or_default();
+        let no_spec = k8s_openapi::api::core::v1::PodSpec::default();
+        let spec = pod.spec.as_ref().unwrap_or(&no_spec);
         let uid: Arc<str> = match &meta.uid {
             Some(u) if !u.is_empty() => Arc::from(u.as_str()),
             _ => Arc::from(
@@ -252,7 +253,7 @@ impl PodInfo {
         };
         let priority = spec.priority.or(resolved.as_ref().map(|c| c.0)).unwrap_or(0);
         let policy = spec.preemption_policy.clone().or(resolved.and_then(|c| c.1));
-        let PodRequests { requests, non_zero_milli_cpu, non_zero_memory } = pod_requests(&spec);
+        let PodRequests { requests, non_zero_milli_cpu, non_zero_memory } = pod_requests(spec);
         let host_network = spec.host_network == Some(true);
         let mut host_ports = Vec::new();
         let sidecars = spec.init_containers.iter().flatten().filter(|c| {

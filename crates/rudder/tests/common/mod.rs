@@ -26,6 +26,15 @@ impl Server {
         server
     }
 
+    /// Starts a server on a fresh data dir with extra arguments.
+    pub fn start_args(extra: &[&str]) -> Server {
+        let dir = tempfile::Builder::new().prefix("rudder-e2e-").tempdir().unwrap();
+        let data_dir = dir.path().to_owned();
+        let mut server = Server::start_with(&data_dir, extra);
+        server._dir = Some(dir);
+        server
+    }
+
     /// Starts a server on an existing data dir (a restart).
     pub fn start_in(data_dir: &Path) -> Server {
         Server::start_with(data_dir, &[])
@@ -131,5 +140,48 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// `rudder sim nodes` against a server, killed when dropped.
+pub struct Sim(pub KillOnDrop);
+
+impl Sim {
+    /// Starts simulated nodes (`args` as for `rudder sim nodes`) and waits until they are
+    /// registered.
+    pub fn start(server: &Server, args: &[&str]) -> Sim {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rudder"))
+            .args(["sim", "nodes", "--kubeconfig"])
+            .arg(server.kubeconfig())
+            .args(args)
+            .env("RUDDER_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start rudder sim nodes");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let sim = Sim(KillOnDrop(child));
+        match rx.recv_timeout(DEADLINE) {
+            Ok(line) if line.contains("simulated nodes registered") => sim,
+            other => panic!("rudder sim nodes did not start: {other:?}"),
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some`, failing the test after `DEADLINE`.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
