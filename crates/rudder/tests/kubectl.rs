@@ -658,11 +658,11 @@ fn create_subcommands_send_protobuf() {
 
 #[test]
 fn namespaces_selectors_dry_run_and_limits() {
-    let s = Server::start();
+    // The API alone (no namespace controller), so a Terminating namespace stays and its
+    // API-side rules can be seen; `namespace_deletion_empties_and_removes_it` has the controller.
+    let s = Server::start_args(&["--disable-controller-manager"]);
     s.kubectl(&["create", "namespace", "doomed"]);
     s.kubectl(&["create", "configmap", "inside", "-n", "doomed", "--from-literal=a=b"]);
-    // Nothing empties namespaces yet (the namespace controller comes with the controller
-    // manager), so don't wait for the deletion to finish.
     s.kubectl(&["delete", "namespace", "doomed", "--wait=false"]);
     let phase = s.kubectl(&["get", "ns", "doomed", "-o", "jsonpath={.status.phase}"]);
     assert_eq!(phase, "Terminating");
@@ -734,7 +734,8 @@ fn namespaces_selectors_dry_run_and_limits() {
 
 #[test]
 fn pod_binding_and_eviction() {
-    let s = Server::start();
+    // The test binds by hand: no scheduler.
+    let s = Server::start_args(&["--disable-scheduler"]);
     let dir = tempfile::tempdir().unwrap();
     let post = |path: &str, body: &str| {
         let file = dir.path().join("body.json");
@@ -838,4 +839,19 @@ fn acknowledged_write_survives_kill_9() {
     assert_eq!(after, rv, "same object, same resourceVersion after kill -9");
     drop(restarted);
     drop(dir);
+}
+
+#[test]
+fn namespace_deletion_empties_and_removes_it() {
+    let s = Server::start();
+    s.kubectl(&["create", "namespace", "doomed"]);
+    s.kubectl(&["create", "configmap", "inside", "-n", "doomed", "--from-literal=a=b"]);
+    s.kubectl(&["create", "deployment", "web", "-n", "doomed", "--image=busybox"]);
+    // kubectl waits for the namespace to be gone.
+    s.kubectl(&["delete", "namespace", "doomed", "--timeout=60s"]);
+    let err = s.kubectl_fails(&["get", "namespace", "doomed"], None);
+    assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+    s.kubectl(&["create", "namespace", "doomed"]);
+    let left = s.kubectl(&["get", "all,cm", "-n", "doomed", "-o", "name"]);
+    assert_eq!(left.trim(), "", "the recreated namespace starts empty");
 }

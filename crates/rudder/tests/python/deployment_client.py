@@ -54,4 +54,6 @@ assert seen_delete.wait(30), events
 watcher.join(30)
 types = [t for t, name in events if name == "py-deploy"]
 print("watched", types)
-assert types == ["ADDED", "MODIFIED", "DELETED"], types
+# The patch is one MODIFIED; the deployment controller's status writes add more.
+assert types[0] == "ADDED" and types[-1] == "DELETED", types
+assert len(types) >= 3 and set(types[1:-1]) == {"MODIFIED"}, types
