@@ -5,6 +5,7 @@
 mod api;
 mod report;
 mod runtime;
+mod scheduler;
 mod store;
 
 use anyhow::{Result, bail};
@@ -21,7 +22,12 @@ suites:
   runtime [--pods 30]  (root)
       real containers: pod and container create-to-running p50/p99, 30 sequential and 30
       concurrent, against a bare libcontainer create+start of the same bundle; layer unpack
-      MB/s against GNU tar";
+      MB/s against GNU tar
+  scheduler [--nodes 5000] [--pods 10000] [--memory-nodes 1000] [--memory-pods 30000]
+            [--rudder PATH]
+      a rudder server process (next to this binary) with simulated nodes: create-to-bound
+      pods/s and p50/p99 against the API's create-only rate; server RSS with and without
+      pods";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,6 +45,9 @@ fn main() -> Result<()> {
         "store" => runtime.block_on(store::run(store::Options::parse(&args[1..])?)),
         "api" => runtime.block_on(api::run(api::Options::parse(&args[1..])?)),
         "runtime" => runtime.block_on(runtime::run(runtime::Options::parse(&args[1..])?)),
+        "scheduler" => {
+            runtime.block_on(scheduler::run(scheduler::Options::parse(&args[1..])?))
+        }
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
