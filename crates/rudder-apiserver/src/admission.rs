@@ -87,6 +87,14 @@ pub async fn pod_priority(store: &dyn Storage, pod: &mut Value) -> Result<(), Ap
             "pods \"{pod_name}\" is forbidden: the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {priority} from the given PriorityClass name"
         )));
     }
+    if class.is_some()
+        && let Some(given) = spec.get("preemptionPolicy").and_then(Value::as_str)
+        && given != policy
+    {
+        return Err(ApiError::forbidden(format!(
+            "pods \"{pod_name}\" is forbidden: the string value of PreemptionPolicy ({given}) must not be provided in pod spec; priority admission controller computed {policy} from the given PriorityClass name"
+        )));
+    }
     spec.insert("priority".into(), json!(priority));
     if let Some(name) = resolved_name {
         spec.insert("priorityClassName".into(), json!(name));

@@ -3,7 +3,7 @@
 //! previous cycle stopped), score them and pick the best (ties at random); or explain, in
 //! upstream's words, why no node fits.
 
-use std::collections::HashMap;
+use crate::FastMap as HashMap;
 use std::sync::Arc;
 
 use rand::Rng;
@@ -150,6 +150,9 @@ pub fn filter_node(
     nominated: &Nominated,
     ns: &NamespaceLabels,
 ) -> Result<(), Rejection> {
+    if nominated.is_empty() {
+        return run_filters(state, node, ns);
+    }
     let pod = state.pod;
     let mut others = nominated
         .on_node(&node.name)
@@ -208,7 +211,7 @@ pub fn fit_message<'r>(
     reasons: impl Iterator<Item = &'r str>,
     post_filter: Option<&str>,
 ) -> String {
-    let mut counts: HashMap<&str, usize> = HashMap::new();
+    let mut counts: HashMap<&str, usize> = HashMap::default();
     for r in reasons {
         *counts.entry(r).or_insert(0) += 1;
     }
@@ -278,7 +281,9 @@ pub fn schedule_pod(
             diagnosis.absent = all.len() - slots.len();
             (slots.as_slice(), slots.len(), false)
         }
-        None => (all, num_feasible_nodes_to_find(cfg.percentage_of_nodes_to_score, all.len()), true),
+        None => {
+            (all, num_feasible_nodes_to_find(cfg.percentage_of_nodes_to_score, all.len()), true)
+        }
     };
     let start = if rotate { cursor.next_start % candidates.len().max(1) } else { 0 };
     let mut feasible: Vec<usize> = Vec::with_capacity(to_find.min(candidates.len()));
@@ -330,7 +335,11 @@ pub fn score_nodes(
     };
     add(&mut totals, w.node_resources_fit, &per_node(&|n| scores::least_allocated(pod, n)));
     if scores::balanced_allocation_applies(pod) {
-        add(&mut totals, w.balanced_allocation, &per_node(&|n| scores::balanced_allocation(pod, n)));
+        add(
+            &mut totals,
+            w.balanced_allocation,
+            &per_node(&|n| scores::balanced_allocation(pod, n)),
+        );
     }
     if !scores::preferred_terms(pod).is_empty() {
         let mut raw = per_node(&|n| scores::node_affinity_preferred(pod, n));

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::config::SchedulerConfig;
+use crate::events::Input;
 use crate::pod_info::PodInfo;
-use crate::scheduler::Input;
 
 /// Upstream's limit on a FailedScheduling message.
 const MESSAGE_LIMIT: usize = 1024;
@@ -92,10 +92,17 @@ async fn patch_status(api: Api<Pod>, name: String, body: Value, timeout: std::ti
     }
 }
 
-/// The status patch marking the pod unschedulable (and its nomination), or `None` when
-/// the pod already says so.
+/// PodScheduled=False reason for pods no node fits.
+pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
+/// PodScheduled=False reason for pods with scheduling gates.
+pub const REASON_SCHEDULING_GATED: &str = "SchedulingGated";
+pub const MSG_SCHEDULING_GATED: &str = "Scheduling is blocked due to non-empty scheduling gates";
+
+/// The status patch setting PodScheduled=False with `reason` and `message` (and the
+/// nomination), or `None` when the pod already says so.
 pub fn unschedulable_patch(
     pod: &Pod,
+    reason: &str,
     message: &str,
     nominate: &NominatedNode,
     now: k8s_openapi::jiff::Timestamp,
@@ -103,7 +110,7 @@ pub fn unschedulable_patch(
     let current = pod_condition(pod, "PodScheduled");
     let same_condition = current.is_some_and(|c| {
         c.status == "False"
-            && c.reason.as_deref() == Some("Unschedulable")
+            && c.reason.as_deref() == Some(reason)
             && c.message.as_deref() == Some(message)
     });
     let nominated_now =
@@ -125,7 +132,7 @@ pub fn unschedulable_patch(
             "conditions": [{
                 "type": "PodScheduled",
                 "status": "False",
-                "reason": "Unschedulable",
+                "reason": reason,
                 "message": message,
                 "lastProbeTime": null,
                 "lastTransitionTime": transition,
@@ -135,19 +142,26 @@ pub fn unschedulable_patch(
     }))
 }
 
-/// Sets PodScheduled=False/Unschedulable with `message` (and the nomination) unless the pod
+/// Sets PodScheduled=False with `reason` and `message` (and the nomination) unless the pod
 /// already says exactly that.
 pub(crate) fn patch_unschedulable(
     ctx: &Context,
     config: &SchedulerConfig,
     pod: &PodInfo,
+    reason: &str,
     message: String,
     nominate: NominatedNode,
 ) {
-    let Some(body) = unschedulable_patch(&pod.pod, &message, &nominate, ctx.clock.now()) else {
+    let Some(body) = unschedulable_patch(&pod.pod, reason, &message, &nominate, ctx.clock.now())
+    else {
         return;
     };
-    tokio::spawn(patch_status(pods(ctx, &pod.namespace), pod.name.to_string(), body, config.api_timeout));
+    tokio::spawn(patch_status(
+        pods(ctx, &pod.namespace),
+        pod.name.to_string(),
+        body,
+        config.api_timeout,
+    ));
 }
 
 /// Changes only the nomination.
@@ -162,7 +176,12 @@ pub(crate) fn patch_nominated(
         _ => Value::Null,
     };
     let body = json!({ "status": { "nominatedNodeName": value } });
-    tokio::spawn(patch_status(pods(ctx, &pod.namespace), pod.name.to_string(), body, config.api_timeout));
+    tokio::spawn(patch_status(
+        pods(ctx, &pod.namespace),
+        pod.name.to_string(),
+        body,
+        config.api_timeout,
+    ));
 }
 
 /// Preempts one victim: DisruptionTarget condition, delete (uid precondition), and the
@@ -185,20 +204,27 @@ pub(crate) fn delete_victim(
         "lastTransitionTime": Time(ctx.clock.now()),
     }]}});
     let recorder = recorder.clone();
-    let message = format!("Preempted by pod {} on node {node}", preemptor.pod.metadata.uid.as_deref().unwrap_or(""));
+    let message = format!(
+        "Preempted by pod {} on node {node}",
+        preemptor.pod.metadata.uid.as_deref().unwrap_or("")
+    );
     tokio::spawn(async move {
         let name = victim.name.to_string();
         patch_status(api.clone(), name.clone(), condition, timeout).await;
         let params = DeleteParams {
-            preconditions: victim.pod.metadata.uid.clone().map(|uid| kube::api::Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
+            preconditions: victim
+                .pod
+                .metadata
+                .uid
+                .clone()
+                .map(|uid| kube::api::Preconditions { uid: Some(uid), resource_version: None }),
             ..DeleteParams::default()
         };
         match tokio::time::timeout(timeout, api.delete(&name, &params)).await {
             Ok(Ok(_)) => recorder.event(&*victim.pod, EventType::Normal, "Preempted", message),
-            Ok(Err(e)) => tracing::debug!(pod = %victim.key(), error = %e, "deleting a victim failed"),
+            Ok(Err(e)) => {
+                tracing::debug!(pod = %victim.key(), error = %e, "deleting a victim failed")
+            }
             Err(_) => tracing::debug!(pod = %victim.key(), "deleting a victim timed out"),
         }
     });

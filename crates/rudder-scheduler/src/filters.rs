@@ -218,7 +218,9 @@ pub fn required_node_names(pod: &PodInfo) -> Option<Vec<String>> {
     let mut names = Vec::new();
     for term in terms {
         let pinned = term.match_fields.iter().flatten().find(|f| {
-            f.key == "metadata.name" && f.operator == "In" && f.values.as_ref().is_some_and(|v| !v.is_empty())
+            f.key == "metadata.name"
+                && f.operator == "In"
+                && f.values.as_ref().is_some_and(|v| !v.is_empty())
         })?;
         names.extend(pinned.values.iter().flatten().cloned());
     }
@@ -234,11 +236,7 @@ pub fn required_node_names(pod: &PodInfo) -> Option<Vec<String>> {
 pub fn node_ports(pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
     let conflict =
         pod.host_ports.iter().any(|want| node.used_ports.iter().any(|used| used.conflicts(want)));
-    if conflict {
-        Err(Rejection::new(Plugin::NodePorts, false, REASON_NODE_PORTS))
-    } else {
-        Ok(())
-    }
+    if conflict { Err(Rejection::new(Plugin::NodePorts, false, REASON_NODE_PORTS)) } else { Ok(()) }
 }
 
 /// NodeResourcesFit (filter): room for one more pod and for every requested resource. A
@@ -268,7 +266,12 @@ pub fn node_resources_fit(pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejectio
             "Insufficient ephemeral-storage".into(),
         );
         for (name, amount) in &want.scalars {
-            check(*amount, alloc.scalar(name), used.scalar(name), format!("Insufficient {name}").into());
+            check(
+                *amount,
+                alloc.scalar(name),
+                used.scalar(name),
+                format!("Insufficient {name}").into(),
+            );
         }
     }
     if reasons.is_empty() {

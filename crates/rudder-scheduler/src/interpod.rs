@@ -3,7 +3,8 @@
 //! terms that select the incoming pod) as a score. Counts are per topology pair
 //! (`topologyKey`, node label value), computed once per pod before the node loop.
 
-use std::collections::{BTreeSet, HashMap};
+use crate::FastMap as HashMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::filters::{Plugin, Rejection};
@@ -144,7 +145,8 @@ impl InterPodFilterState {
         self.add_existing(existing, node, pod, ns, by);
         if *existing.namespace == *pod.namespace
             || pod.required_affinity.iter().chain(&pod.required_anti_affinity).any(|t| {
-                t.namespace_selector.is_some() || t.namespaces.iter().any(|n| **n == *existing.namespace)
+                t.namespace_selector.is_some()
+                    || t.namespaces.iter().any(|n| **n == *existing.namespace)
             })
         {
             self.add_candidate(existing, node, pod, ns, by);
@@ -214,12 +216,13 @@ fn process_term(
 /// The preferred-terms score: per topology pair, the summed weights; `None` when there is
 /// nothing to score (upstream's Skip).
 pub fn score_state(pod: &PodInfo, snap: &Snapshot, hard_weight: i64) -> Option<TopologyCounts> {
-    let has_preferred = !pod.preferred_affinity.is_empty() || !pod.preferred_anti_affinity.is_empty();
+    let has_preferred =
+        !pod.preferred_affinity.is_empty() || !pod.preferred_anti_affinity.is_empty();
     if !has_preferred && snap.affinity_slots().is_empty() {
         return None;
     }
     let ns = &snap.namespaces;
-    let mut scores = TopologyCounts::new();
+    let mut scores = TopologyCounts::default();
     if has_preferred {
         let terms = pod.preferred_affinity.iter().chain(&pod.preferred_anti_affinity);
         for (slot, existing) in candidate_pods(snap, terms) {
@@ -255,10 +258,7 @@ pub fn score_state(pod: &PodInfo, snap: &Snapshot, hard_weight: i64) -> Option<T
 /// One node's raw score.
 pub fn score(state: &TopologyCounts, node: &NodeInfo) -> i64 {
     let labels = node.labels();
-    state
-        .iter()
-        .filter_map(|(key, values)| labels.get(key).and_then(|v| values.get(v)))
-        .sum()
+    state.iter().filter_map(|(key, values)| labels.get(key).and_then(|v| values.get(v))).sum()
 }
 
 /// Upstream's normalization: `100 * (s - min) / (max - min)`, all zero when flat.

@@ -6,8 +6,9 @@
 //! `interpod`, `spread`) decide where the pod may go, the score plugins (`scores`, and the
 //! scoring halves of `interpod` and `spread`) rank the nodes with upstream's weights,
 //! `preemption` picks victims when nothing fits. Around it, `scheduler` is a thin loop: it
-//! applies watch events to the `snapshot` and the `queue` between cycles, assumes the chosen
-//! node at once (the next pod sees its resources taken) and binds in the background (`api`).
+//! applies watch events (`events`) to the `snapshot` and the `queue` between cycles, assumes
+//! the chosen node at once (the next pod sees its resources taken) and binds in the
+//! background (`api`).
 //!
 //! Entry point: [`run`], or [`Scheduler`] for a [`SchedulerHandle`] (cache sync, counters).
 
@@ -25,6 +26,7 @@ pub mod scores;
 pub mod snapshot;
 pub mod spread;
 
+mod events;
 mod scheduler;
 
 use std::sync::Arc;
@@ -134,7 +136,7 @@ impl Scheduler {
             return Err(SchedulerError::InvalidConfig("parallel_binds must be at least 1".into()));
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        scheduler::register_handlers(&self.ctx, &tx);
+        events::register_handlers(&self.ctx, &tx);
         let stats = self.handle.stats.clone();
         let lp = scheduler::Loop::new(self.ctx, self.config, tx, rx, stats);
         lp.run(&self.handle, cancel).await;
@@ -153,3 +155,6 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests;
+
+/// The maps on the scheduling path: std's HashMap with a fast (still randomly seeded) hasher.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

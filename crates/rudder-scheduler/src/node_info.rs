@@ -1,12 +1,13 @@
 //! One node and the pods on it, with the sums the filters read kept up to date as pods come
 //! and go (upstream's `NodeInfo`).
 
-use std::collections::{BTreeMap, HashMap};
+use crate::FastMap as HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Taint};
 
-use crate::pod_info::{HostPort, PodInfo};
+use crate::pod_info::{HostPort, LABEL_HOSTNAME, LABEL_ZONE, PodInfo};
 use crate::resources::{Resources, allowed_pods};
 
 pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
@@ -67,6 +68,10 @@ impl NodeFacts {
 pub struct NodeInfo {
     pub name: Arc<str>,
     pub facts: NodeFacts,
+    /// The `topology.kubernetes.io/zone` label (default spreading reads it per pod).
+    pub zone: Option<Arc<str>>,
+    /// The `kubernetes.io/hostname` label.
+    pub hostname: Option<Arc<str>>,
     /// Whether any taint has effect PreferNoSchedule (scoring skips the rest).
     pub has_prefer_no_schedule: bool,
     pub pods: Vec<Arc<PodInfo>>,
@@ -85,13 +90,15 @@ impl NodeInfo {
         NodeInfo {
             name: Arc::from(name),
             has_prefer_no_schedule: facts.taints.iter().any(|t| t.effect == "PreferNoSchedule"),
+            zone: facts.labels.get(LABEL_ZONE).map(|z| Arc::from(z.as_str())),
+            hostname: facts.labels.get(LABEL_HOSTNAME).map(|z| Arc::from(z.as_str())),
             facts,
             pods: Vec::new(),
             requested: Resources::default(),
             non_zero_milli_cpu: 0,
             non_zero_memory: 0,
             used_ports: Vec::new(),
-            owner_counts: HashMap::new(),
+            owner_counts: HashMap::default(),
             pods_with_affinity: 0,
             pods_with_required_anti_affinity: 0,
         }
@@ -104,7 +111,18 @@ impl NodeInfo {
 
     pub fn set_facts(&mut self, facts: NodeFacts) {
         self.has_prefer_no_schedule = facts.taints.iter().any(|t| t.effect == "PreferNoSchedule");
+        self.zone = facts.labels.get(LABEL_ZONE).map(|z| Arc::from(z.as_str()));
+        self.hostname = facts.labels.get(LABEL_HOSTNAME).map(|z| Arc::from(z.as_str()));
         self.facts = facts;
+    }
+
+    /// One label's value (the zone and hostname labels without a map lookup).
+    pub fn label(&self, key: &str) -> Option<&str> {
+        match key {
+            LABEL_ZONE => self.zone.as_deref(),
+            LABEL_HOSTNAME => self.hostname.as_deref(),
+            _ => self.facts.labels.get(key).map(String::as_str),
+        }
     }
 
     pub fn labels(&self) -> &BTreeMap<String, String> {

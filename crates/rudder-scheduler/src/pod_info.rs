@@ -27,7 +27,8 @@ pub struct PriorityClasses {
 impl PriorityClasses {
     pub fn upsert(&mut self, pc: &PriorityClass) {
         let name = pc.metadata.name.clone().unwrap_or_default();
-        let default_marker = if pc.global_default == Some(true) { Some(name.clone()) } else { None };
+        let default_marker =
+            if pc.global_default == Some(true) { Some(name.clone()) } else { None };
         self.classes.insert(name, (pc.value, pc.preemption_policy.clone()));
         if let Some(d) = default_marker {
             self.classes.insert(GLOBAL_DEFAULT_KEY.to_owned(), self.classes[&d].clone());
@@ -256,9 +257,11 @@ impl PodInfo {
         let PodRequests { requests, non_zero_milli_cpu, non_zero_memory } = pod_requests(spec);
         let host_network = spec.host_network == Some(true);
         let mut host_ports = Vec::new();
-        let sidecars = spec.init_containers.iter().flatten().filter(|c| {
-            c.restart_policy.as_deref() == Some("Always")
-        });
+        let sidecars = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| c.restart_policy.as_deref() == Some("Always"));
         for c in spec.containers.iter().chain(sidecars) {
             for p in c.ports.iter().flatten() {
                 let port = match p.host_port {
@@ -279,13 +282,14 @@ impl PodInfo {
         let required = |terms: Option<&Vec<PodAffinityTerm>>| -> Vec<AffinityTerm> {
             terms.into_iter().flatten().map(|t| AffinityTerm::new(&pod, t, 1)).collect()
         };
-        let preferred = |terms: Option<&Vec<k8s_openapi::api::core::v1::WeightedPodAffinityTerm>>| {
-            terms
-                .into_iter()
-                .flatten()
-                .map(|w| AffinityTerm::new(&pod, &w.pod_affinity_term, w.weight))
-                .collect::<Vec<_>>()
-        };
+        let preferred =
+            |terms: Option<&Vec<k8s_openapi::api::core::v1::WeightedPodAffinityTerm>>| {
+                terms
+                    .into_iter()
+                    .flatten()
+                    .map(|w| AffinityTerm::new(&pod, &w.pod_affinity_term, w.weight))
+                    .collect::<Vec<_>>()
+            };
         let mut hard_spread = Vec::new();
         let mut soft_spread = Vec::new();
         for c in spec.topology_spread_constraints.iter().flatten() {

@@ -41,7 +41,11 @@ pub enum PostFilter {
 }
 
 /// Whether the pod may preempt at all (upstream's PodEligibleToPreemptOthers).
-pub fn eligibility(pod: &PodInfo, snap: &Snapshot, nominated_node: Option<&str>) -> Result<(), String> {
+pub fn eligibility(
+    pod: &PodInfo,
+    snap: &Snapshot,
+    nominated_node: Option<&str>,
+) -> Result<(), String> {
     if pod.preempt_never {
         return Err(MSG_POLICY_NEVER.to_owned());
     }
@@ -66,7 +70,11 @@ pub fn select_victims_on_node(
     let mut lower: Vec<Arc<PodInfo>> =
         node.pods.iter().filter(|p| p.priority < pod.priority).cloned().collect();
     if lower.is_empty() {
-        return Err(Rejection::new(crate::filters::Plugin::NodeResourcesFit, true, REASON_NO_VICTIMS));
+        return Err(Rejection::new(
+            crate::filters::Plugin::NodeResourcesFit,
+            true,
+            REASON_NO_VICTIMS,
+        ));
     }
     let mut state = state.clone();
     let mut what_if = node.clone();
@@ -167,13 +175,10 @@ pub fn preempt(
 pub fn pick_one(mut candidates: Vec<Candidate>) -> Candidate {
     let key = |c: &Candidate| {
         let top = c.victims.first().map(|v| v.priority).unwrap_or(i32::MIN);
-        let sum: i128 = c.victims.iter().map(|v| i128::from(v.priority) + i128::from(i32::MAX) + 1).sum();
-        let earliest_top = c
-            .victims
-            .iter()
-            .filter(|v| v.priority == top)
-            .filter_map(|v| v.start_time)
-            .min();
+        let sum: i128 =
+            c.victims.iter().map(|v| i128::from(v.priority) + i128::from(i32::MAX) + 1).sum();
+        let earliest_top =
+            c.victims.iter().filter(|v| v.priority == top).filter_map(|v| v.start_time).min();
         (top, sum, c.victims.len(), std::cmp::Reverse(earliest_top))
     };
     let mut best = 0;

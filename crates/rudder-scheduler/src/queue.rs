@@ -4,8 +4,9 @@
 //! periodic flush) moves them back. Time is passed in, so the queue is tested without a
 //! clock.
 
+use crate::FastMap as HashMap;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,7 +60,7 @@ pub struct SchedulingQueue {
 impl SchedulingQueue {
     pub fn new(initial_backoff: Duration, max_backoff: Duration) -> SchedulingQueue {
         SchedulingQueue {
-            pods: HashMap::new(),
+            pods: HashMap::default(),
             active: BinaryHeap::new(),
             backoff: BinaryHeap::new(),
             parked: HashSet::new(),
@@ -205,7 +206,9 @@ impl SchedulingQueue {
         let moving: Vec<Arc<str>> = self
             .parked
             .iter()
-            .filter(|u| self.pods.get(*u).is_some_and(|p| p.plugins == 0 || p.plugins & plugins != 0))
+            .filter(|u| {
+                self.pods.get(*u).is_some_and(|p| p.plugins == 0 || p.plugins & plugins != 0)
+            })
             .cloned()
             .collect();
         for uid in &moving {

@@ -12,7 +12,6 @@ use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::jiff::Timestamp;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rudder_client::informer::Change;
 use rudder_client::{Context, EventType, Recorder, clock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,122 +19,16 @@ use tokio_util::sync::CancellationToken;
 use crate::algorithm::{self, AlgorithmConfig, CycleCursor, CycleState, Nominated, ScheduleError};
 use crate::api::{self, NominatedNode};
 use crate::config::SchedulerConfig;
+use crate::events::{
+    ALL_PLUGINS, DRAIN_BATCH, Input, POD_ADDED_PLUGINS, POD_GONE_PLUGINS, assigned_node,
+    facts_plugins, finished, spec_changed, uid_of,
+};
 use crate::filters::Plugin;
 use crate::pod_info::{PodInfo, PriorityClasses};
 use crate::preemption::{self, PostFilter};
-use crate::queue::SchedulingQueue;
+use crate::queue::{PodState, SchedulingQueue};
 use crate::snapshot::{NodeChange, Snapshot};
 use crate::{SchedulerHandle, Stats};
-
-/// What the loop reacts to.
-#[derive(Debug)]
-pub(crate) enum Input {
-    Node(Arc<Node>),
-    NodeDeleted(Arc<Node>),
-    Pod { old: Option<Arc<Pod>>, new: Arc<Pod> },
-    PodDeleted(Arc<Pod>),
-    PriorityClass(Arc<PriorityClass>),
-    PriorityClassDeleted(Arc<PriorityClass>),
-    Namespace(Arc<Namespace>),
-    NamespaceDeleted(Arc<Namespace>),
-    Bound { pod: Arc<PodInfo>, node: Arc<str>, result: Result<(), String> },
-}
-
-const ALL_PLUGINS: u16 = u16::MAX;
-/// Plugins a departing bound pod may satisfy.
-const POD_GONE_PLUGINS: u16 = (1 << Plugin::NodeResourcesFit as u16)
-    | (1 << Plugin::NodePorts as u16)
-    | (1 << Plugin::InterPodAffinity as u16)
-    | (1 << Plugin::PodTopologySpread as u16);
-/// Plugins a newly bound pod may satisfy (affinity to it, spreading).
-const POD_ADDED_PLUGINS: u16 =
-    (1 << Plugin::InterPodAffinity as u16) | (1 << Plugin::PodTopologySpread as u16);
-/// The most events applied before the next cycle gets a turn.
-const DRAIN_BATCH: usize = 4096;
-
-pub(crate) fn register_handlers(ctx: &Context, tx: &mpsc::UnboundedSender<Input>) {
-    let t = tx.clone();
-    ctx.informers.get::<Node>().add_handler(move |c: &Change<Node>| {
-        let _ = t.send(match c {
-            Change::Added(n) | Change::Updated { new: n, .. } => Input::Node(n.clone()),
-            Change::Deleted(n) => Input::NodeDeleted(n.clone()),
-        });
-    });
-    let t = tx.clone();
-    ctx.informers.get::<Pod>().add_handler(move |c: &Change<Pod>| {
-        let _ = t.send(match c {
-            Change::Added(p) => Input::Pod { old: None, new: p.clone() },
-            Change::Updated { old, new } => Input::Pod { old: Some(old.clone()), new: new.clone() },
-            Change::Deleted(p) => Input::PodDeleted(p.clone()),
-        });
-    });
-    let t = tx.clone();
-    ctx.informers.get::<PriorityClass>().add_handler(move |c: &Change<PriorityClass>| {
-        let _ = t.send(match c {
-            Change::Added(p) | Change::Updated { new: p, .. } => Input::PriorityClass(p.clone()),
-            Change::Deleted(p) => Input::PriorityClassDeleted(p.clone()),
-        });
-    });
-    let t = tx.clone();
-    ctx.informers.get::<Namespace>().add_handler(move |c: &Change<Namespace>| {
-        let _ = t.send(match c {
-            Change::Added(n) | Change::Updated { new: n, .. } => Input::Namespace(n.clone()),
-            Change::Deleted(n) => Input::NamespaceDeleted(n.clone()),
-        });
-    });
-}
-
-fn uid_of(pod: &Pod) -> Arc<str> {
-    match &pod.metadata.uid {
-        Some(u) if !u.is_empty() => Arc::from(u.as_str()),
-        _ => Arc::from(
-            format!(
-                "{}/{}",
-                pod.metadata.namespace.as_deref().unwrap_or(""),
-                pod.metadata.name.as_deref().unwrap_or("")
-            )
-            .as_str(),
-        ),
-    }
-}
-
-fn assigned_node(pod: &Pod) -> Option<&str> {
-    pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
-}
-
-fn finished(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded") | Some("Failed")
-    )
-}
-
-/// Whether an update could change where (or whether) the pod fits: spec or labels, not
-/// status (so our own condition patches do not requeue it).
-fn spec_changed(old: &Pod, new: &Pod) -> bool {
-    old.spec != new.spec
-        || old.metadata.labels != new.metadata.labels
-        || old.metadata.annotations != new.metadata.annotations
-}
-
-fn facts_plugins(old: &crate::node_info::NodeFacts, new: &crate::node_info::NodeFacts) -> u16 {
-    let mut bits = 0;
-    if old.allocatable != new.allocatable || old.allowed_pods != new.allowed_pods {
-        bits |= Plugin::NodeResourcesFit.bit();
-    }
-    if old.labels != new.labels {
-        bits |= Plugin::NodeAffinity.bit()
-            | Plugin::PodTopologySpread.bit()
-            | Plugin::InterPodAffinity.bit();
-    }
-    if old.taints != new.taints {
-        bits |= Plugin::TaintToleration.bit() | Plugin::PodTopologySpread.bit();
-    }
-    if old.unschedulable != new.unschedulable {
-        bits |= Plugin::NodeUnschedulable.bit();
-    }
-    bits
-}
 
 pub(crate) struct Loop {
     ctx: Context,
@@ -338,7 +231,10 @@ impl Loop {
             }
             return;
         }
-        let responsible = new.spec.as_ref().and_then(|s| s.scheduler_name.as_deref())
+        let responsible = new
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
             .unwrap_or("default-scheduler")
             == self.config.scheduler_name;
         if !responsible || finished(&new) || new.metadata.deletion_timestamp.is_some() {
@@ -358,7 +254,17 @@ impl Loop {
         {
             self.nominated.add(info.clone(), &node);
         }
-        self.queue.upsert(info, changed, now);
+        self.queue.upsert(info.clone(), changed, now);
+        if self.queue.get(&uid).is_some_and(|p| p.state == PodState::Gated) {
+            api::patch_unschedulable(
+                &self.ctx,
+                &self.config,
+                &info,
+                api::REASON_SCHEDULING_GATED,
+                api::MSG_SCHEDULING_GATED.to_owned(),
+                NominatedNode::Keep,
+            );
+        }
     }
 
     /// One scheduling cycle; false when no pod was waiting.
@@ -450,17 +356,37 @@ impl Loop {
         }
         self.nominated.add(info.clone(), &candidate.node);
         for victim in candidate.victims {
-            api::delete_victim(&self.ctx, &self.config, &self.recorder, victim, info, &candidate.node);
+            api::delete_victim(
+                &self.ctx,
+                &self.config,
+                &self.recorder,
+                victim,
+                info,
+                &candidate.node,
+            );
         }
     }
 
-    fn unschedulable(&mut self, info: &Arc<PodInfo>, msg: String, plugins: u16, nominate: NominatedNode) {
+    fn unschedulable(
+        &mut self,
+        info: &Arc<PodInfo>,
+        msg: String,
+        plugins: u16,
+        nominate: NominatedNode,
+    ) {
         tracing::debug!(message = %msg, "unschedulable");
         self.stats.unschedulable.fetch_add(1, Ordering::Relaxed);
         self.queue.unschedulable(&info.uid, plugins, self.ctx.clock.now());
         let msg = api::truncate_message(msg);
         self.recorder.event(&*info.pod, EventType::Warning, "FailedScheduling", msg.clone());
-        api::patch_unschedulable(&self.ctx, &self.config, info, msg, nominate);
+        api::patch_unschedulable(
+            &self.ctx,
+            &self.config,
+            info,
+            api::REASON_UNSCHEDULABLE,
+            msg,
+            nominate,
+        );
     }
 
     fn assume_and_bind(&mut self, info: Arc<PodInfo>, node: Arc<str>) {
@@ -470,12 +396,18 @@ impl Loop {
         api::bind(&self.ctx, &self.config, info, node, self.tx.clone());
     }
 
-    fn bound(&mut self, pod: Arc<PodInfo>, node: Arc<str>, result: Result<(), String>, now: Timestamp) {
+    fn bound(
+        &mut self,
+        pod: Arc<PodInfo>,
+        node: Arc<str>,
+        result: Result<(), String>,
+        now: Timestamp,
+    ) {
         self.binds_in_flight = self.binds_in_flight.saturating_sub(1);
         match result {
             Ok(()) => {
                 self.stats.bound.fetch_add(1, Ordering::Relaxed);
-                if self.queue.get(&pod.uid).is_some_and(|p| p.state == crate::queue::PodState::InFlight) {
+                if self.queue.get(&pod.uid).is_some_and(|p| p.state == PodState::InFlight) {
                     self.queue.remove(&pod.uid);
                 }
                 self.recorder.event(
@@ -491,7 +423,7 @@ impl Loop {
                 if self.snap.forget_pod(&pod.uid) {
                     self.queue.move_unschedulable(POD_GONE_PLUGINS, now);
                 }
-                if self.queue.get(&pod.uid).is_some_and(|p| p.state == crate::queue::PodState::InFlight) {
+                if self.queue.get(&pod.uid).is_some_and(|p| p.state == PodState::InFlight) {
                     self.queue.retry(&pod.uid, now);
                     self.recorder.event(
                         &*pod.pod,

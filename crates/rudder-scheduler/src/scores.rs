@@ -88,7 +88,9 @@ pub fn balanced_allocation(pod: &PodInfo, node: &NodeInfo) -> i64 {
 pub fn node_affinity_preferred(pod: &PodInfo, node: &NodeInfo) -> i64 {
     preferred_terms(pod)
         .iter()
-        .filter(|t| t.weight != 0 && node_selector_term_matches(&t.preference, &node.name, node.labels()))
+        .filter(|t| {
+            t.weight != 0 && node_selector_term_matches(&t.preference, &node.name, node.labels())
+        })
         .map(|t| i64::from(t.weight))
         .sum()
 }

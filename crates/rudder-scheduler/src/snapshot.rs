@@ -3,7 +3,8 @@
 //! time. Indexes keep the expensive questions cheap: pods per namespace, nodes per owner,
 //! nodes holding pods with affinity terms.
 
-use std::collections::{BTreeSet, HashMap};
+use crate::FastMap as HashMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
@@ -50,6 +51,8 @@ pub struct Snapshot {
     orphans: HashMap<Arc<str>, Vec<Arc<str>>>,
     /// Per owner uid, the slots holding its pods and how many.
     owner_slots: HashMap<Arc<str>, HashMap<usize, u32>>,
+    /// Per owner uid, its pods per zone (nodes with a `topology.kubernetes.io/zone` label).
+    owner_zones: HashMap<Arc<str>, HashMap<Arc<str>, u32>>,
     /// Per namespace, the pods on known nodes and their slot.
     ns_pods: HashMap<Arc<str>, NamespacePods>,
     affinity_slots: BTreeSet<usize>,
@@ -101,7 +104,7 @@ impl Snapshot {
         }
         self.order_dirty = false;
         let mut zones: Vec<ZoneNodes> = Vec::new();
-        let mut zone_index: HashMap<String, usize> = HashMap::new();
+        let mut zone_index: HashMap<String, usize> = HashMap::default();
         for &slot in self.by_name.values() {
             let key = zone_key(self.node(slot));
             let seq = self.seqs[slot];
@@ -138,9 +141,19 @@ impl Snapshot {
             }
             let old = info.facts.clone();
             let zone_before = zone_key(info);
+            let zone_label_before = info.zone.clone();
+            let owners: Vec<Arc<str>> =
+                info.pods.iter().filter_map(|p| p.owner_uid.clone()).collect();
             info.set_facts(facts.clone());
+            let zone_label_after = info.zone.clone();
             if zone_key(info) != zone_before {
                 self.order_dirty = true;
+            }
+            if zone_label_before != zone_label_after {
+                for owner in &owners {
+                    self.count_owner_zone(owner, zone_label_before.as_ref(), -1);
+                    self.count_owner_zone(owner, zone_label_after.as_ref(), 1);
+                }
             }
             return NodeChange::Changed(Box::new(old), Box::new(facts));
         }
@@ -185,9 +198,29 @@ impl Snapshot {
         true
     }
 
+    fn count_owner_zone(&mut self, owner: &Arc<str>, zone: Option<&Arc<str>>, by: i64) {
+        let Some(zone) = zone else { return };
+        if by > 0 {
+            *self.owner_zones.entry(owner.clone()).or_default().entry(zone.clone()).or_insert(0) +=
+                1;
+        } else if let Some(zones) = self.owner_zones.get_mut(owner) {
+            if let Some(n) = zones.get_mut(zone) {
+                *n -= 1;
+                if *n == 0 {
+                    zones.remove(zone);
+                }
+            }
+            if zones.is_empty() {
+                self.owner_zones.remove(owner);
+            }
+        }
+    }
+
     fn attach(&mut self, slot: usize, pod: Arc<PodInfo>) {
         if let Some(owner) = &pod.owner_uid {
             *self.owner_slots.entry(owner.clone()).or_default().entry(slot).or_insert(0) += 1;
+            let zone = self.node(slot).zone.clone();
+            self.count_owner_zone(owner, zone.as_ref(), 1);
         }
         self.ns_pods
             .entry(pod.namespace.clone())
@@ -211,6 +244,10 @@ impl Snapshot {
         }
         if node.pods_with_required_anti_affinity == 0 {
             self.anti_affinity_slots.remove(&slot);
+        }
+        if let Some(owner) = &pod.owner_uid {
+            let zone = self.node(slot).zone.clone();
+            self.count_owner_zone(owner, zone.as_ref(), -1);
         }
         if let Some(owner) = &pod.owner_uid
             && let Some(slots) = self.owner_slots.get_mut(owner)
@@ -308,6 +345,11 @@ impl Snapshot {
     /// Slots holding pods of `owner`, with how many.
     pub fn owner_slots(&self, owner: &str) -> Option<&HashMap<usize, u32>> {
         self.owner_slots.get(owner)
+    }
+
+    /// Pods of `owner` per zone.
+    pub fn owner_zones(&self, owner: &str) -> Option<&HashMap<Arc<str>, u32>> {
+        self.owner_zones.get(owner)
     }
 
     /// Slots with pods that have pod affinity or anti-affinity terms.

@@ -4,12 +4,13 @@
 //! with maxSkew 5, over the pods of the same owner (upstream selects them through the
 //! owning Service/ReplicaSet/StatefulSet selectors; the owner reference stands for those).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use crate::FastMap as HashMap;
 
 use rudder_client::objects::selector_matches;
 
-use crate::filters::{Plugin, Rejection, required_node_affinity_matches, tolerated, pod_tolerations};
+use crate::filters::{
+    Plugin, Rejection, pod_tolerations, required_node_affinity_matches, tolerated,
+};
 use crate::node_info::NodeInfo;
 use crate::pod_info::{LABEL_HOSTNAME, LABEL_ZONE, PodInfo, SpreadConstraint};
 use crate::snapshot::Snapshot;
@@ -37,7 +38,7 @@ fn node_included(c: &SpreadConstraint, pod: &PodInfo, node: &NodeInfo) -> bool {
 }
 
 fn has_all_keys<'a>(node: &NodeInfo, mut keys: impl Iterator<Item = &'a str>) -> bool {
-    keys.all(|k| node.labels().contains_key(k))
+    keys.all(|k| node.label(k).is_some())
 }
 
 /// The hard constraints' counts: per constraint, matching pods per domain, and the minimum.
@@ -54,9 +55,9 @@ impl SpreadFilterState {
         if constraints.is_empty() {
             return None;
         }
-        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
+        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::default(); constraints.len()];
         // included[slot][i]: node counts for constraint i
-        let mut included: HashMap<usize, Vec<bool>> = HashMap::new();
+        let mut included: HashMap<usize, Vec<bool>> = HashMap::default();
         for &slot in snap.order() {
             let node = snap.node(slot);
             if !has_all_keys(node, constraints.iter().map(|c| c.topology_key.as_str())) {
@@ -65,8 +66,8 @@ impl SpreadFilterState {
             let inc: Vec<bool> = constraints.iter().map(|c| node_included(c, pod, node)).collect();
             for (i, c) in constraints.iter().enumerate() {
                 if inc[i] {
-                    let v = &node.labels()[&c.topology_key];
-                    counts[i].entry(v.clone()).or_insert(0);
+                    let v = node.label(&c.topology_key).unwrap_or_default();
+                    counts[i].entry(v.to_owned()).or_insert(0);
                 }
             }
             included.insert(slot, inc);
@@ -75,8 +76,11 @@ impl SpreadFilterState {
             let Some(inc) = included.get(&slot) else { continue };
             let node = snap.node(slot);
             for (i, c) in constraints.iter().enumerate() {
-                if inc[i] && c.counts(existing, &pod.namespace) {
-                    *counts[i].get_mut(&node.labels()[&c.topology_key]).expect("domain") += 1;
+                if inc[i]
+                    && c.counts(existing, &pod.namespace)
+                    && let Some(n) = node.label(&c.topology_key).and_then(|v| counts[i].get_mut(v))
+                {
+                    *n += 1;
                 }
             }
         }
@@ -98,7 +102,7 @@ impl SpreadFilterState {
         for (i, c) in pod.hard_spread.iter().enumerate() {
             if c.counts(existing, &pod.namespace)
                 && node_included(c, pod, node)
-                && let Some(n) = self.counts[i].get_mut(&node.labels()[&c.topology_key])
+                && let Some(n) = node.label(&c.topology_key).and_then(|v| self.counts[i].get_mut(v))
             {
                 *n += by;
             }
@@ -109,7 +113,7 @@ impl SpreadFilterState {
     /// The filter on one node.
     pub fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
         for (i, c) in pod.hard_spread.iter().enumerate() {
-            let Some(value) = node.labels().get(&c.topology_key) else {
+            let Some(value) = node.label(&c.topology_key) else {
                 return Err(Rejection::new(
                     Plugin::PodTopologySpread,
                     true,
@@ -121,9 +125,8 @@ impl SpreadFilterState {
             } else {
                 self.mins[i]
             };
-            let self_match = i64::from(
-                c.selector.as_ref().is_some_and(|s| selector_matches(s, pod.labels())),
-            );
+            let self_match =
+                i64::from(c.selector.as_ref().is_some_and(|s| selector_matches(s, pod.labels())));
             let matching = self.counts[i].get(value).copied().unwrap_or(0);
             if matching + self_match - min > i64::from(c.max_skew) {
                 return Err(Rejection::new(Plugin::PodTopologySpread, false, REASON_SPREAD));
@@ -133,76 +136,120 @@ impl SpreadFilterState {
     }
 }
 
-/// Which pods a scoring constraint counts.
-#[derive(Clone, Debug)]
-enum Counted {
-    Constraint(SpreadConstraint),
-    /// System default: the pods sharing the incoming pod's owner.
-    Owner { owner: Arc<str>, max_skew: i32, topology_key: &'static str },
+/// A topology key, with the two every node carries cached on the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyKind {
+    Hostname,
+    Zone,
+    Other,
 }
 
-impl Counted {
-    fn key(&self) -> &str {
-        match self {
-            Counted::Constraint(c) => &c.topology_key,
-            Counted::Owner { topology_key, .. } => topology_key,
+impl KeyKind {
+    fn of(key: &str) -> KeyKind {
+        match key {
+            LABEL_HOSTNAME => KeyKind::Hostname,
+            LABEL_ZONE => KeyKind::Zone,
+            _ => KeyKind::Other,
         }
     }
+}
 
-    fn max_skew(&self) -> i32 {
-        match self {
-            Counted::Constraint(c) => c.max_skew,
-            Counted::Owner { max_skew, .. } => *max_skew,
+/// One scoring constraint: an explicit soft constraint, or the system default over the
+/// pods of the incoming pod's owner.
+#[derive(Clone, Debug)]
+struct Scored<'a> {
+    key: &'a str,
+    kind: KeyKind,
+    max_skew: i32,
+    /// `None` for the system default (owner-based).
+    constraint: Option<&'a SpreadConstraint>,
+    /// System default: the slots holding the owner's pods, with how many.
+    owner_slots: Option<&'a HashMap<usize, u32>>,
+    owner: Option<&'a str>,
+}
+
+impl<'a> Scored<'a> {
+    fn value<'n>(&self, node: &'n NodeInfo) -> Option<&'n str> {
+        match self.kind {
+            KeyKind::Hostname => node.hostname.as_deref(),
+            KeyKind::Zone => node.zone.as_deref(),
+            KeyKind::Other => node.facts.labels.get(self.key).map(String::as_str),
         }
     }
 
     fn included(&self, pod: &PodInfo, node: &NodeInfo) -> bool {
-        match self {
-            Counted::Constraint(c) => node_included(c, pod, node),
+        match self.constraint {
+            Some(c) => node_included(c, pod, node),
             // default policies: honor node affinity, ignore taints
-            Counted::Owner { .. } => {
-                required_node_affinity_matches(pod, &node.name, node.labels())
-            }
+            None => required_node_affinity_matches(pod, &node.name, node.labels()),
         }
     }
 
-    fn count_on(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
-        match self {
-            Counted::Constraint(c) => {
-                node.pods.iter().filter(|p| c.counts(p, &pod.namespace)).count() as i64
-            }
-            Counted::Owner { owner, .. } => i64::from(node.owner_count(owner)),
+    /// Matching pods on one node (the hostname constraint's count).
+    fn count_on(&self, pod: &PodInfo, slot: usize, node: &NodeInfo) -> i64 {
+        match self.constraint {
+            Some(c) => node.pods.iter().filter(|p| c.counts(p, &pod.namespace)).count() as i64,
+            None => self.owner_slots.and_then(|m| m.get(&slot)).map_or(0, |n| i64::from(*n)),
         }
     }
+}
+
+/// Whether the pod restricts nodes by nodeSelector or required node affinity.
+fn has_required_node_affinity(pod: &PodInfo) -> bool {
+    pod.spec().is_some_and(|s| {
+        s.node_selector.as_ref().is_some_and(|m| !m.is_empty())
+            || s.affinity
+                .as_ref()
+                .and_then(|a| a.node_affinity.as_ref())
+                .is_some_and(|na| na.required_during_scheduling_ignored_during_execution.is_some())
+    })
 }
 
 /// The soft constraints' (or the system default's) state for scoring.
 #[derive(Debug)]
-pub struct SpreadScoreState {
-    constraints: Vec<Counted>,
+pub struct SpreadScoreState<'a> {
+    constraints: Vec<Scored<'a>>,
     /// Per candidate (index into the scored nodes): left out of scoring.
     ignored: Vec<bool>,
     /// Per constraint (not hostname): matching pods per domain.
-    counts: Vec<HashMap<String, i64>>,
+    counts: Vec<HashMap<&'a str, i64>>,
     weights: Vec<f64>,
 }
 
-impl SpreadScoreState {
+impl<'a> SpreadScoreState<'a> {
     /// `None` when there is nothing to score (no soft constraints and no owner).
     pub fn compute(
-        pod: &PodInfo,
-        snap: &Snapshot,
+        pod: &'a PodInfo,
+        snap: &'a Snapshot,
         candidates: &[usize],
         system_default: bool,
-    ) -> Option<SpreadScoreState> {
+    ) -> Option<SpreadScoreState<'a>> {
         let explicit = !pod.hard_spread.is_empty() || !pod.soft_spread.is_empty();
-        let constraints: Vec<Counted> = if explicit {
-            pod.soft_spread.iter().cloned().map(Counted::Constraint).collect()
+        let constraints: Vec<Scored<'a>> = if explicit {
+            pod.soft_spread
+                .iter()
+                .map(|c| Scored {
+                    key: &c.topology_key,
+                    kind: KeyKind::of(&c.topology_key),
+                    max_skew: c.max_skew,
+                    constraint: Some(c),
+                    owner_slots: None,
+                    owner: None,
+                })
+                .collect()
         } else if system_default && let Some(owner) = &pod.owner_uid {
-            vec![
-                Counted::Owner { owner: owner.clone(), max_skew: 3, topology_key: LABEL_HOSTNAME },
-                Counted::Owner { owner: owner.clone(), max_skew: 5, topology_key: LABEL_ZONE },
-            ]
+            let owner_slots = snap.owner_slots(owner);
+            [(LABEL_HOSTNAME, 3), (LABEL_ZONE, 5)]
+                .into_iter()
+                .map(|(key, max_skew)| Scored {
+                    key,
+                    kind: KeyKind::of(key),
+                    max_skew,
+                    constraint: None,
+                    owner_slots,
+                    owner: Some(owner),
+                })
+                .collect()
         } else {
             Vec::new()
         };
@@ -210,18 +257,18 @@ impl SpreadScoreState {
             return None;
         }
         let require_all = explicit;
+        let has_all = |node: &NodeInfo| constraints.iter().all(|c| c.value(node).is_some());
         let mut ignored = vec![false; candidates.len()];
-        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
+        let mut counts: Vec<HashMap<&'a str, i64>> = vec![HashMap::default(); constraints.len()];
         for (ci, &slot) in candidates.iter().enumerate() {
             let node = snap.node(slot);
-            if require_all && !has_all_keys(node, constraints.iter().map(Counted::key)) {
+            if require_all && !has_all(node) {
                 ignored[ci] = true;
                 continue;
             }
             for (i, c) in constraints.iter().enumerate() {
-                if c.key() != LABEL_HOSTNAME {
-                    let v = node.labels().get(c.key()).cloned().unwrap_or_default();
-                    counts[i].entry(v).or_insert(0);
+                if c.kind != KeyKind::Hostname {
+                    counts[i].entry(c.value(node).unwrap_or("")).or_insert(0);
                 }
             }
         }
@@ -230,37 +277,42 @@ impl SpreadScoreState {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let size = if c.key() == LABEL_HOSTNAME { scored } else { counts[i].len() };
+                let size = if c.kind == KeyKind::Hostname { scored } else { counts[i].len() };
                 ((size + 2) as f64).ln()
             })
             .collect();
         // Domain counts over every node, through the indexes rather than a scan.
-        let mut add = |i: usize, c: &Counted, node: &NodeInfo, n: i64| {
-            if require_all && !has_all_keys(node, constraints.iter().map(Counted::key)) {
-                return;
-            }
-            if !c.included(pod, node) {
-                return;
-            }
-            let v = node.labels().get(c.key()).map(String::as_str).unwrap_or("");
-            if let Some(count) = counts[i].get_mut(v) {
-                *count += n;
-            }
-        };
+        let restricted = has_required_node_affinity(pod);
         for (i, c) in constraints.iter().enumerate() {
-            if c.key() == LABEL_HOSTNAME {
+            if c.kind == KeyKind::Hostname {
                 continue;
             }
-            match c {
-                Counted::Owner { owner, .. } => {
-                    for (&slot, &n) in snap.owner_slots(owner).into_iter().flatten() {
-                        add(i, c, snap.node(slot), i64::from(n));
+            let mut add = |node: &'a NodeInfo, n: i64| {
+                if (require_all && !has_all(node)) || !c.included(pod, node) {
+                    return;
+                }
+                if let Some(count) = counts[i].get_mut(c.value(node).unwrap_or("")) {
+                    *count += n;
+                }
+            };
+            match (c.constraint, c.owner) {
+                (None, Some(owner)) if !restricted && c.kind == KeyKind::Zone => {
+                    // every node counts: the per-zone index has the answer
+                    for (zone, &n) in snap.owner_zones(owner).into_iter().flatten() {
+                        if let Some(count) = counts[i].get_mut(&**zone) {
+                            *count += i64::from(n);
+                        }
                     }
                 }
-                Counted::Constraint(sc) => {
+                (None, _) => {
+                    for (&slot, &n) in c.owner_slots.into_iter().flatten() {
+                        add(snap.node(slot), i64::from(n));
+                    }
+                }
+                (Some(sc), _) => {
                     for (slot, existing) in snap.pods_in_namespace(&pod.namespace) {
                         if sc.counts(existing, &pod.namespace) {
-                            add(i, c, snap.node(slot), 1);
+                            add(snap.node(slot), 1);
                         }
                     }
                 }
@@ -281,13 +333,13 @@ impl SpreadScoreState {
                 let node = snap.node(slot);
                 let mut score = 0.0;
                 for (i, c) in self.constraints.iter().enumerate() {
-                    let Some(v) = node.labels().get(c.key()) else { continue };
-                    let count = if c.key() == LABEL_HOSTNAME {
-                        c.count_on(pod, node)
+                    let Some(v) = c.value(node) else { continue };
+                    let count = if c.kind == KeyKind::Hostname {
+                        c.count_on(pod, slot, node)
                     } else {
                         self.counts[i].get(v).copied().unwrap_or(0)
                     };
-                    score += count as f64 * self.weights[i] + f64::from(c.max_skew() - 1);
+                    score += count as f64 * self.weights[i] + f64::from(c.max_skew - 1);
                 }
                 score.round() as i64
             })

@@ -91,7 +91,8 @@ async fn create_node(client: &kube::Client, n: NodeSpec<'_>) {
     let resources = json!({ "cpu": n.cpu, "memory": "8Gi", "pods": "110" });
     let mut status = json!({ "capacity": resources, "allocatable": resources });
     if n.ready {
-        status["conditions"] = json!([{ "type": "Ready", "status": "True", "reason": "KubeletReady" }]);
+        status["conditions"] =
+            json!([{ "type": "Ready", "status": "True", "reason": "KubeletReady" }]);
     }
     api.patch_status(n.name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
         .await
@@ -152,7 +153,8 @@ async fn wait_event(client: &kube::Client, name: &str, reason: &str) -> Event {
 async fn places_pods_by_selector_taints_and_resources() {
     let env = start().await;
     let c = &env.client;
-    create_node(c, NodeSpec { labels: json!({ "disk": "ssd" }), ..NodeSpec::new("small", "1") }).await;
+    create_node(c, NodeSpec { labels: json!({ "disk": "ssd" }), ..NodeSpec::new("small", "1") })
+        .await;
     create_node(
         c,
         NodeSpec {
@@ -173,8 +175,7 @@ async fn places_pods_by_selector_taints_and_resources() {
     create_pod(c, pod_json("heavy", "3")).await;
     let mut gpu = pod_json("gpu", "100m");
     gpu["spec"]["nodeSelector"] = json!({ "kubernetes.io/hostname": "tainted" });
-    gpu["spec"]["tolerations"] =
-        json!([{ "key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule" }]);
+    gpu["spec"]["tolerations"] = json!([{ "key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule" }]);
     create_pod(c, gpu).await;
     let mut waiting = pod_json("waiting", "100m");
     waiting["spec"]["nodeSelector"] = json!({ "kubernetes.io/hostname": "booting" });
@@ -193,10 +194,7 @@ async fn places_pods_by_selector_taints_and_resources() {
     let scheduled = wait_event(c, "ssd", "Scheduled").await;
     assert_eq!(scheduled.message.as_deref(), Some("Successfully assigned default/ssd to small"));
     assert_eq!(scheduled.type_.as_deref(), Some("Normal"));
-    assert_eq!(
-        scheduled.source.and_then(|s| s.component).as_deref(),
-        Some("default-scheduler")
-    );
+    assert_eq!(scheduled.source.and_then(|s| s.component).as_deref(), Some("default-scheduler"));
     // Pods of other schedulers are left alone (its event came before the others').
     let other = Api::<Pod>::namespaced(c.clone(), "default").get("other-scheduler").await.unwrap();
     assert_eq!(other.spec.unwrap().node_name, None);
@@ -207,7 +205,9 @@ async fn places_pods_by_selector_taints_and_resources() {
         .patch_status(
             "booting",
             &PatchParams::default(),
-            &Patch::Merge(json!({ "status": { "conditions": [{ "type": "Ready", "status": "True" }] } })),
+            &Patch::Merge(
+                json!({ "status": { "conditions": [{ "type": "Ready", "status": "True" }] } }),
+            ),
         )
         .await
         .unwrap();
@@ -297,9 +297,11 @@ async fn higher_priority_pods_preempt_lower_priority_ones() {
     let env = start().await;
     let c = &env.client;
     let classes: Api<PriorityClass> = Api::all(c.clone());
-    for (name, value, policy) in
-        [("low", 100, "PreemptLowerPriority"), ("high", 1000, "PreemptLowerPriority"), ("polite", 1000, "Never")]
-    {
+    for (name, value, policy) in [
+        ("low", 100, "PreemptLowerPriority"),
+        ("high", 1000, "PreemptLowerPriority"),
+        ("polite", 1000, "Never"),
+    ] {
         let pc: PriorityClass = serde_json::from_value(json!({
             "metadata": { "name": name }, "value": value, "preemptionPolicy": policy
         }))
@@ -334,4 +336,30 @@ async fn higher_priority_pods_preempt_lower_priority_ones() {
         "0/1 nodes are available: 1 Insufficient cpu. preemption: not eligible due to \
          preemptionPolicy=Never.."
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gated_pods_wait_for_their_gates() {
+    let env = start().await;
+    let c = &env.client;
+    create_node(c, NodeSpec::new("n1", "1")).await;
+    let mut gated = pod_json("gated", "100m");
+    gated["spec"]["schedulingGates"] = json!([{ "name": "example.com/wait" }]);
+    create_pod(c, gated).await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let reason = wait_for("the SchedulingGated condition", || async {
+        let p = pods.get("gated").await.ok()?;
+        let cond = p.status?.conditions?.into_iter().find(|c| c.type_ == "PodScheduled")?;
+        cond.reason
+    })
+    .await;
+    assert_eq!(reason, "SchedulingGated");
+    pods.patch(
+        "gated",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "schedulingGates": null } })),
+    )
+    .await
+    .expect("remove the gates");
+    assert_eq!(node_of(c, "gated").await, "n1");
 }

@@ -86,11 +86,12 @@ impl FromStr for Ipv4Cidr {
     type Err = SimError;
 
     fn from_str(s: &str) -> Result<Self, SimError> {
-        let (addr, len) =
-            s.split_once('/').ok_or_else(|| SimError::invalid("CIDR", s, "expected a.b.c.d/len"))?;
-        let addr: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| SimError::invalid("CIDR", s, "not an IPv4 address (IPv6 is not simulated)"))?;
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| SimError::invalid("CIDR", s, "expected a.b.c.d/len"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| {
+            SimError::invalid("CIDR", s, "not an IPv4 address (IPv6 is not simulated)")
+        })?;
         let len: u8 = len.parse().map_err(|_| SimError::invalid("CIDR", s, "bad prefix length"))?;
         Ipv4Cidr::new(addr, len)
     }
@@ -163,8 +164,10 @@ mod tests {
         let mut a = PodIpAllocator::default();
         a.reserve("10.0.0.3".parse().unwrap());
         let got: Vec<_> = std::iter::from_fn(|| a.allocate(cidr)).collect();
-        let want: Vec<Ipv4Addr> =
-            ["10.0.0.2", "10.0.0.4", "10.0.0.5", "10.0.0.6"].iter().map(|s| s.parse().unwrap()).collect();
+        let want: Vec<Ipv4Addr> = ["10.0.0.2", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         assert_eq!(got, want);
         assert_eq!(a.allocate(cidr), None, "exhausted");
         a.release("10.0.0.4".parse().unwrap());

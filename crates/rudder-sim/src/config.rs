@@ -76,10 +76,11 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        let capacity = [("cpu", "4"), ("memory", "16Gi"), ("pods", "110"), ("ephemeral-storage", "100Gi")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let capacity =
+            [("cpu", "4"), ("memory", "16Gi"), ("pods", "110"), ("ephemeral-storage", "100Gi")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
         SimConfig {
             count: 1,
             prefix: "sim-node".into(),
@@ -189,7 +190,9 @@ impl SimConfig {
         for z in self.zones.iter().chain(self.region.iter()) {
             check_label("topology.kubernetes.io/zone", z)?;
         }
-        if self.node_cidr_mask_size < self.cluster_cidr.prefix_len() || self.node_cidr_mask_size > 30 {
+        if self.node_cidr_mask_size < self.cluster_cidr.prefix_len()
+            || self.node_cidr_mask_size > 30
+        {
             return Err(SimError::Config(format!(
                 "node_cidr_mask_size {} does not fit cluster_cidr {} (at most /30)",
                 self.node_cidr_mask_size, self.cluster_cidr
@@ -284,7 +287,9 @@ pub fn parse_duration(flag: &str) -> Result<Duration, SimError> {
     let s = flag.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let n: f64 = number.parse().map_err(|_| SimError::invalid("duration", flag, "expected e.g. 250ms, 10s, 5m"))?;
+    let n: f64 = number
+        .parse()
+        .map_err(|_| SimError::invalid("duration", flag, "expected e.g. 250ms, 10s, 5m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
@@ -292,7 +297,8 @@ pub fn parse_duration(flag: &str) -> Result<Duration, SimError> {
         "h" => n * 3600.0,
         _ => return Err(SimError::invalid("duration", flag, "unit must be ms, s, m or h")),
     };
-    Duration::try_from_secs_f64(secs).map_err(|e| SimError::invalid("duration", flag, e.to_string()))
+    Duration::try_from_secs_f64(secs)
+        .map_err(|e| SimError::invalid("duration", flag, e.to_string()))
 }
 
 #[cfg(test)]
@@ -307,13 +313,22 @@ mod tests {
         assert!(parse_label("bad key=x").is_err());
 
         let t = parse_taint("dedicated=gpu:NoSchedule").unwrap();
-        assert_eq!((t.key.as_str(), t.value.as_deref(), t.effect.as_str()), ("dedicated", Some("gpu"), "NoSchedule"));
+        assert_eq!(
+            (t.key.as_str(), t.value.as_deref(), t.effect.as_str()),
+            ("dedicated", Some("gpu"), "NoSchedule")
+        );
         let t = parse_taint("node.kubernetes.io/special:NoExecute").unwrap();
-        assert_eq!((t.key.as_str(), t.value, t.effect.as_str()), ("node.kubernetes.io/special", None, "NoExecute"));
+        assert_eq!(
+            (t.key.as_str(), t.value, t.effect.as_str()),
+            ("node.kubernetes.io/special", None, "NoExecute")
+        );
         assert!(parse_taint("k=v:Sometimes").is_err());
         assert!(parse_taint("k=v").is_err());
 
-        assert_eq!(parse_resource("nvidia.com/gpu=2").unwrap(), ("nvidia.com/gpu".into(), "2".into()));
+        assert_eq!(
+            parse_resource("nvidia.com/gpu=2").unwrap(),
+            ("nvidia.com/gpu".into(), "2".into())
+        );
         assert!(parse_resource("cpu=lots").is_err());
         assert!(parse_resource("cpu=-1").is_err());
 

@@ -24,7 +24,14 @@ fn harness(max_writes: usize) -> Harness {
     Harness { engine, writes, shared, clock }
 }
 
-fn info(name: &str, uid: &str, node: usize, policy: &str, annotations: serde_json::Value, deleting: bool) -> EngineMsg {
+fn info(
+    name: &str,
+    uid: &str,
+    node: usize,
+    policy: &str,
+    annotations: serde_json::Value,
+    deleting: bool,
+) -> EngineMsg {
     let mut pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": { "name": name, "namespace": "ns", "uid": uid, "annotations": annotations },
         "spec": { "restartPolicy": policy, "nodeName": format!("sim-node-{node}"),
@@ -32,9 +39,10 @@ fn info(name: &str, uid: &str, node: usize, policy: &str, annotations: serde_jso
     }))
     .unwrap();
     if deleting {
-        pod.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            "2025-01-01T00:00:00Z".parse().unwrap(),
-        ));
+        pod.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2025-01-01T00:00:00Z".parse().unwrap(),
+            ));
     }
     EngineMsg::Applied(Box::new(PodInfo::of(&pod, node).unwrap()))
 }
@@ -61,7 +69,12 @@ impl Harness {
     }
 
     fn answer(&mut self, r: &Recorded, outcome: WriteOutcome) {
-        self.send(EngineMsg::Done { slot: r.slot, generation: r.generation, work: r.work, outcome });
+        self.send(EngineMsg::Done {
+            slot: r.slot,
+            generation: r.generation,
+            work: r.work,
+            outcome,
+        });
     }
 }
 
@@ -184,7 +197,8 @@ async fn a_new_uid_replaces_the_old_pod() {
     h.advance(Duration::from_millis(10)).await;
     let w = h.take();
     assert_eq!(w.len(), 1);
-    let id = w[0].status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0].container_id.clone();
+    let id =
+        w[0].status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0].container_id.clone();
     assert_eq!(id.as_deref(), Some("sim://u2-c"));
     assert_eq!(h.engine.counts(), (1, 1));
 }

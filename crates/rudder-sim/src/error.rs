@@ -35,6 +35,17 @@ impl SimError {
         SimError::Api { what: what.into(), source: Box::new(source) }
     }
 
+    /// The server's message for a failed API request, if it answered.
+    pub fn api_message(&self) -> Option<&str> {
+        match self {
+            SimError::Api { source, .. } => match source.as_ref() {
+                kube::Error::Api(s) => Some(&s.message),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The HTTP status code of a failed API request, if the server answered.
     pub fn status_code(&self) -> Option<u16> {
         match self {

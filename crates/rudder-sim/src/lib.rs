@@ -125,7 +125,10 @@ pub use sim::SimNodes;
 mod tests {
     #[test]
     fn annotation_names_match_the_simulated_runtime() {
-        assert_eq!(crate::EXIT_AFTER_MS_ANNOTATION, rudder_runtime::simulated::EXIT_AFTER_MS_ANNOTATION);
+        assert_eq!(
+            crate::EXIT_AFTER_MS_ANNOTATION,
+            rudder_runtime::simulated::EXIT_AFTER_MS_ANNOTATION
+        );
         assert_eq!(crate::EXIT_CODE_ANNOTATION, rudder_runtime::simulated::EXIT_CODE_ANNOTATION);
     }
 }

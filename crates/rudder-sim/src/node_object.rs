@@ -99,7 +99,12 @@ pub(crate) struct ObservedCondition {
 /// The conditions a healthy kubelet reports: (type, status, reason, message), in upstream's
 /// order.
 const CONDITIONS: [(&str, &str, &str, &str); 4] = [
-    ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+    (
+        "MemoryPressure",
+        "False",
+        "KubeletHasSufficientMemory",
+        "kubelet has sufficient memory available",
+    ),
     ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
     ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
     ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
@@ -192,17 +197,20 @@ pub(crate) struct ObservedNode {
     pub healthy: bool,
 }
 
-fn same_quantities(want: &BTreeMap<String, String>, got: Option<&BTreeMap<String, Quantity>>) -> bool {
+fn same_quantities(
+    want: &BTreeMap<String, String>,
+    got: Option<&BTreeMap<String, Quantity>>,
+) -> bool {
     let Some(got) = got else { return want.is_empty() };
     want.len() == got.len()
         && want.iter().all(|(k, v)| {
             got.get(k).is_some_and(|q| {
-                q.0 == *v
-                    || matches!(
-                        (rudder_api::quantity::parse_milli(&q.0), rudder_api::quantity::parse_milli(v)),
-                        (Ok(a), Ok(b)) if a == b
-                    )
-            })
+            q.0 == *v
+                || matches!(
+                    (rudder_api::quantity::parse_milli(&q.0), rudder_api::quantity::parse_milli(v)),
+                    (Ok(a), Ok(b)) if a == b
+                )
+        })
         })
 }
 
@@ -234,7 +242,10 @@ pub(crate) fn observe(cfg: &SimConfig, id: &NodeIdentity, node: &Node) -> Observ
         && addresses_ok
         && info_ok
         && same_quantities(&cfg.capacity, status.and_then(|s| s.capacity.as_ref()))
-        && same_quantities(&cfg.effective_allocatable(), status.and_then(|s| s.allocatable.as_ref()));
+        && same_quantities(
+            &cfg.effective_allocatable(),
+            status.and_then(|s| s.allocatable.as_ref()),
+        );
     let pod_cidr = node
         .spec
         .as_ref()
@@ -306,7 +317,11 @@ pub(crate) fn lease(
 }
 
 /// The merge patch that renews a Lease.
-pub(crate) fn lease_renewal(name: &str, duration_seconds: i32, now: Timestamp) -> serde_json::Value {
+pub(crate) fn lease_renewal(
+    name: &str,
+    duration_seconds: i32,
+    now: Timestamp,
+) -> serde_json::Value {
     serde_json::json!({
         "spec": {
             "holderIdentity": name,
@@ -343,7 +358,10 @@ mod tests {
         let st = node.status.as_ref().unwrap();
         assert_eq!(st.capacity.as_ref().unwrap()["pods"].0, "110");
         let ready = st.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("True", Some("KubeletReady")));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("True", Some("KubeletReady"))
+        );
         // What we wrote reads back as healthy; a Ready=Unknown does not.
         let observed = observe(&cfg, &id, &node);
         assert!(observed.healthy);
@@ -388,7 +406,10 @@ mod tests {
         let l = lease("n", Some("uid-1"), 40, ts("2025-01-01T00:00:00Z"));
         assert_eq!(l.metadata.namespace.as_deref(), Some(NODE_LEASE_NAMESPACE));
         let owner = &l.metadata.owner_references.unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Node", "uid-1", None));
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("Node", "uid-1", None)
+        );
         let spec = l.spec.unwrap();
         assert_eq!(spec.holder_identity.as_deref(), Some("n"));
         assert_eq!(spec.lease_duration_seconds, Some(40));

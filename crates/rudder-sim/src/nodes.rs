@@ -70,7 +70,8 @@ impl NodeApi {
             Ok(n) => node.observe(cfg, &n),
             Err(e) if e.status_code() == Some(409) => {
                 let existing =
-                    call(|| format!("reading node {name}"), self.timeout(), self.nodes.get(name)).await?;
+                    call(|| format!("reading node {name}"), self.timeout(), self.nodes.get(name))
+                        .await?;
                 node.observe(cfg, &existing);
                 if let Some(patch) = node_object::missing_metadata(cfg, &node.id, &existing) {
                     let n = call(
@@ -116,7 +117,8 @@ impl NodeApi {
         match renewed {
             Err(e) if e.status_code() == Some(404) => {
                 let uid = node.observed().node.uid.clone();
-                let lease = node_object::lease(name, uid.as_deref(), cfg.lease_duration_seconds, now);
+                let lease =
+                    node_object::lease(name, uid.as_deref(), cfg.lease_duration_seconds, now);
                 call(
                     || format!("recreating the lease of node {name}"),
                     self.timeout(),
@@ -211,7 +213,11 @@ pub(crate) fn first_due(start: Instant, interval: Duration, index: usize, count:
 /// Heartbeats until `cancel`: one timer heap over all nodes; a node's heartbeat is skipped
 /// while it is stopped or while its previous one is still in flight. `kicks` asks for an
 /// immediate heartbeat with a status post (a node started again).
-pub(crate) async fn heartbeats(api: NodeApi, mut kicks: mpsc::UnboundedReceiver<usize>, cancel: CancellationToken) {
+pub(crate) async fn heartbeats(
+    api: NodeApi,
+    mut kicks: mpsc::UnboundedReceiver<usize>,
+    cancel: CancellationToken,
+) {
     let shared = api.shared.clone();
     let interval = shared.config.heartbeat_interval;
     let writes = Arc::new(Semaphore::new(shared.config.max_concurrent_node_writes));
@@ -312,7 +318,8 @@ mod tests {
     fn heartbeats_are_spread_over_the_interval() {
         let start = Instant::now();
         let interval = Duration::from_secs(10);
-        let dues: Vec<Duration> = (0..4).map(|i| first_due(start, interval, i, 4) - start).collect();
+        let dues: Vec<Duration> =
+            (0..4).map(|i| first_due(start, interval, i, 4) - start).collect();
         assert_eq!(dues, [2500, 5000, 7500, 10_000].map(Duration::from_millis));
     }
 }

@@ -73,7 +73,8 @@ fn number<T: std::str::FromStr>(annotations: &BTreeMap<String, String>, key: &st
 impl ExitPlan {
     pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Self {
         ExitPlan {
-            exit_after: number::<u64>(annotations, EXIT_AFTER_MS_ANNOTATION).map(Duration::from_millis),
+            exit_after: number::<u64>(annotations, EXIT_AFTER_MS_ANNOTATION)
+                .map(Duration::from_millis),
             exit_code: number::<i32>(annotations, EXIT_CODE_ANNOTATION),
             ready_after: number::<u64>(annotations, READY_AFTER_MS_ANNOTATION)
                 .map(Duration::from_millis)
@@ -188,9 +189,9 @@ impl PodInfo {
 
 fn observe_status(pod: &Pod) -> ObservedPodStatus {
     let Some(status) = pod.status.as_ref() else { return ObservedPodStatus::default() };
-    let first: Option<&ContainerStatus> = status.container_statuses.as_ref().and_then(|cs| cs.first());
-    let ready_condition =
-        status.conditions.iter().flatten().find(|c| c.type_ == "ContainersReady");
+    let first: Option<&ContainerStatus> =
+        status.container_statuses.as_ref().and_then(|cs| cs.first());
+    let ready_condition = status.conditions.iter().flatten().find(|c| c.type_ == "ContainersReady");
     ObservedPodStatus {
         phase: status.phase.clone(),
         pod_ip: status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),
@@ -245,7 +246,10 @@ pub(crate) fn qos_class(pod: &Pod) -> QosClass {
     if requests.is_empty() && limits.is_empty() {
         return QosClass::BestEffort;
     }
-    if guaranteed && requests.iter().all(|(k, v)| limits.get(k) == Some(v)) && requests.len() == limits.len() {
+    if guaranteed
+        && requests.iter().all(|(k, v)| limits.get(k) == Some(v))
+        && requests.len() == limits.len()
+    {
         return QosClass::Guaranteed;
     }
     QosClass::Burstable
@@ -266,7 +270,9 @@ mod tests {
 
     #[test]
     fn qos_classes_as_upstream() {
-        let be = with_resources(json!([{"name": "a"}, {"name": "b", "resources": {"requests": {"nvidia.com/gpu": "1"}}}]));
+        let be = with_resources(
+            json!([{"name": "a"}, {"name": "b", "resources": {"requests": {"nvidia.com/gpu": "1"}}}]),
+        );
         assert_eq!(qos_class(&be), QosClass::BestEffort);
         let g = with_resources(json!([
             {"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1000m", "memory": "1Gi"}}},
@@ -282,7 +288,8 @@ mod tests {
             {"name": "b"}
         ]));
         assert_eq!(qos_class(&b2), QosClass::Burstable, "one container without limits");
-        let b3 = with_resources(json!([{"name": "a", "resources": {"requests": {"memory": "10Mi"}}}]));
+        let b3 =
+            with_resources(json!([{"name": "a", "resources": {"requests": {"memory": "10Mi"}}}]));
         assert_eq!(qos_class(&b3), QosClass::Burstable);
         let init = pod(json!({"metadata": {"name": "p"}, "spec": {
             "containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}],
@@ -319,7 +326,10 @@ mod tests {
         assert!(info.plan.not_ready);
         assert!(!info.plan.run_forever);
         assert_eq!(info.active_deadline, Some(Duration::from_secs(30)));
-        assert_eq!(info.init_containers.iter().map(|c| c.sidecar).collect::<Vec<_>>(), [false, true]);
+        assert_eq!(
+            info.init_containers.iter().map(|c| c.sidecar).collect::<Vec<_>>(),
+            [false, true]
+        );
         assert_eq!(info.readiness_gates, [("example.com/gate".to_owned(), Some(false))]);
         assert!(info.has_scheduled_condition);
         assert_eq!(info.observed.restart_count, 2);

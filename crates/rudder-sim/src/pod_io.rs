@@ -23,7 +23,8 @@ use crate::shared::Shared;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WriteOutcome {
     Written,
-    /// 404, or the uid precondition failed: the pod we meant is gone.
+    /// 404, or the uid did not match (409 on delete, 422 on a status patch): the pod we
+    /// meant is gone.
     Gone,
     /// Anything else (timeouts, 409s, 5xx): retry later.
     Failed,
@@ -32,7 +33,10 @@ pub(crate) enum WriteOutcome {
 /// Issues pod writes as short-lived tasks; the engine bounds how many are in flight.
 #[derive(Clone)]
 pub(crate) enum PodWriter {
-    Api { client: Client, timeout: Duration },
+    Api {
+        client: Client,
+        timeout: Duration,
+    },
     /// Tests: the writes are recorded, and the test answers them.
     #[cfg(test)]
     Record(mpsc::UnboundedSender<Recorded>),
@@ -61,6 +65,10 @@ fn outcome<T>(result: Result<T, crate::SimError>, what: &str) -> WriteOutcome {
         Err(e) => match e.status_code() {
             Some(404) => WriteOutcome::Gone,
             Some(409) if what == "delete" => WriteOutcome::Gone,
+            // The uid in a status patch is immutable: a pod of that name with another uid.
+            Some(422) if e.api_message().is_some_and(|m| m.contains("metadata.uid")) => {
+                WriteOutcome::Gone
+            }
             _ => {
                 tracing::debug!(error = %e, "pod {what} failed; will retry");
                 WriteOutcome::Failed
@@ -75,7 +83,8 @@ impl PodWriter {
     }
 
     /// Patches `status` onto the pod (strategic merge: conditions merge by type, so others'
-    /// conditions such as readiness gates stay), carrying the uid as upstream's kubelet does.
+    /// conditions such as readiness gates stay), carrying the uid as upstream's kubelet does:
+    /// the API server refuses the patch (422) if the pod of that name has another uid.
     #[allow(clippy::too_many_arguments)]
     pub fn write_status(
         &self,
@@ -91,7 +100,13 @@ impl PodWriter {
             PodWriter::Api { client, timeout } => (client.clone(), *timeout),
             #[cfg(test)]
             PodWriter::Record(tx) => {
-                let _ = tx.send(Recorded { slot, generation, work: Work::Status, name, status: Some(status) });
+                let _ = tx.send(Recorded {
+                    slot,
+                    generation,
+                    work: Work::Status,
+                    name,
+                    status: Some(status),
+                });
                 return;
             }
         };
@@ -124,7 +139,8 @@ impl PodWriter {
             PodWriter::Api { client, timeout } => (client.clone(), *timeout),
             #[cfg(test)]
             PodWriter::Record(tx) => {
-                let _ = tx.send(Recorded { slot, generation, work: Work::Delete, name, status: None });
+                let _ =
+                    tx.send(Recorded { slot, generation, work: Work::Delete, name, status: None });
                 return;
             }
         };
@@ -154,7 +170,10 @@ fn ours(shared: &Shared, pod: &Pod) -> Option<PodInfo> {
 }
 
 fn key(pod: &Pod) -> PodKey {
-    (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default())
+    (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 /// Watches every bound pod (`spec.nodeName!=`) and tells the engine about those on our
@@ -191,7 +210,9 @@ pub(crate) async fn watch_pods(
                 EngineMsg::Applied(Box::new(info))
             }),
             Ok(Event::InitDone) => relist.take().map(EngineMsg::Relisted),
-            Ok(Event::Apply(pod)) => ours(&shared, &pod).map(|info| EngineMsg::Applied(Box::new(info))),
+            Ok(Event::Apply(pod)) => {
+                ours(&shared, &pod).map(|info| EngineMsg::Applied(Box::new(info)))
+            }
             Ok(Event::Delete(pod)) => ours(&shared, &pod).map(|info| EngineMsg::Deleted {
                 namespace: info.namespace,
                 name: info.name,

@@ -1,4 +1,8 @@
 use super::*;
+use crate::pod_info::{ContainerSpec, QosClass};
+use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::net::Ipv4Addr;
 
 fn t0() -> Timestamp {
     "2025-01-01T00:00:00Z".parse().unwrap()
@@ -17,7 +21,11 @@ fn timing() -> Timing {
 }
 
 fn plan(exit_after_ms: Option<u64>, exit_code: Option<i32>) -> ExitPlan {
-    ExitPlan { exit_after: exit_after_ms.map(Duration::from_millis), exit_code, ..ExitPlan::default() }
+    ExitPlan {
+        exit_after: exit_after_ms.map(Duration::from_millis),
+        exit_code,
+        ..ExitPlan::default()
+    }
 }
 
 fn containers() -> Vec<ContainerSpec> {
@@ -56,7 +64,8 @@ fn always_pod_runs_ready_forever() {
     assert!(!sim.advance(at(1000), &timing(), true), "nothing changes");
     let s = render(&sim, &containers(), &[]);
     assert_eq!(s.phase.as_deref(), Some("Running"));
-    let names: Vec<_> = s.container_statuses.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<_> =
+        s.container_statuses.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["app", "web"], "sorted by name like upstream");
     let web = &s.container_statuses.as_ref().unwrap()[1];
     assert!(web.ready);
@@ -68,7 +77,10 @@ fn always_pod_runs_ready_forever() {
     assert_eq!(cond(&s, "ContainersReady").status, "True");
     assert_eq!(cond(&s, "Initialized").status, "True");
     assert_eq!(cond(&s, "PodReadyToStartContainers").status, "True");
-    assert!(s.conditions.as_ref().unwrap().iter().all(|c| c.type_ != "PodScheduled"), "binding set it");
+    assert!(
+        s.conditions.as_ref().unwrap().iter().all(|c| c.type_ != "PodScheduled"),
+        "binding set it"
+    );
     assert_eq!(s.start_time, Some(Time(t0())));
     assert_eq!(s.pod_ip.as_deref(), Some("10.42.0.2"));
     assert_eq!(s.host_ip.as_deref(), Some("198.18.0.1"));
@@ -152,12 +164,18 @@ fn always_pod_crash_loops_with_upstream_back_off() {
     let c = &s.container_statuses.as_ref().unwrap()[0];
     let waiting = c.state.as_ref().unwrap().waiting.as_ref().unwrap();
     assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
-    assert_eq!(waiting.message.as_deref(), Some("back-off 10s restarting failed container=app pod=p_ns(u1)"));
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some("back-off 10s restarting failed container=app pod=p_ns(u1)")
+    );
     assert_eq!(c.restart_count, 1);
     assert!(!c.ready);
     assert_eq!(c.last_state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code, 1);
     assert_eq!(cond(&s, "Ready").reason.as_deref(), Some("ContainersNotReady"));
-    assert_eq!(cond(&s, "Ready").message.as_deref(), Some("containers with unready status: [web app]"));
+    assert_eq!(
+        cond(&s, "Ready").message.as_deref(),
+        Some("containers with unready status: [web app]")
+    );
     assert_eq!(s.phase.as_deref(), Some("Running"));
     assert_eq!(sim.next_wake(&t), Some(at(10_200)));
     sim.advance(at(10_200), &t, true);
@@ -248,7 +266,11 @@ fn readiness_delay_not_ready_and_gates() {
     });
     assert_eq!(cond(&s, "Ready").reason.as_deref(), Some("ReadinessGatesNotReady"));
     assert_eq!(cond(&s, "ContainersReady").status, "True");
-    assert_eq!(cond(&s, "PodScheduled").status, "True", "created with nodeName: the kubelet adds it");
+    assert_eq!(
+        cond(&s, "PodScheduled").status,
+        "True",
+        "created with nodeName: the kubelet adds it"
+    );
     assert_eq!(s.qos_class.as_deref(), Some("Burstable"));
     assert!(gated.advance(at(5), &t, true));
     assert!(gated.pod_ready);
@@ -279,7 +301,8 @@ fn init_containers_and_sidecars() {
 
 #[test]
 fn active_deadline_fails_the_pod() {
-    let mut sim = PodSim::new(RestartPolicy::Always, ExitPlan::default(), Some(Duration::from_secs(2)));
+    let mut sim =
+        PodSim::new(RestartPolicy::Always, ExitPlan::default(), Some(Duration::from_secs(2)));
     let t = timing();
     sim.advance(t0(), &t, true);
     assert_eq!(sim.next_wake(&t), Some(at(2000)));
@@ -304,11 +327,23 @@ fn adopts_running_pods() {
         ready_since: Some(at(5000)),
         last_exit: Some((1, Some(at(1000)), Some(at(2000)))),
     };
-    let sim = PodSim::adopt(RestartPolicy::Always, plan(Some(10_000), Some(1)), None, &observed, &t, at(6000)).unwrap();
+    let sim = PodSim::adopt(
+        RestartPolicy::Always,
+        plan(Some(10_000), Some(1)),
+        None,
+        &observed,
+        &t,
+        at(6000),
+    )
+    .unwrap();
     assert_eq!(sim.stage, Stage::Running { since: at(5000) });
     assert_eq!(sim.restart_count, 3);
     assert_eq!(sim.next_wake(&t), Some(at(15_000)), "the exit keeps its schedule");
     assert!(sim.pod_ready);
-    let pending = ObservedPodStatus { phase: Some("Pending".into()), ..ObservedPodStatus::default() };
-    assert!(PodSim::adopt(RestartPolicy::Always, ExitPlan::default(), None, &pending, &t, t0()).is_none());
+    let pending =
+        ObservedPodStatus { phase: Some("Pending".into()), ..ObservedPodStatus::default() };
+    assert!(
+        PodSim::adopt(RestartPolicy::Always, ExitPlan::default(), None, &pending, &t, t0())
+            .is_none()
+    );
 }

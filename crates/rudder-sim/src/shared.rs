@@ -52,7 +52,8 @@ impl NodeShared {
 
     /// Records what the API showed of this Node unless it is older than what we have.
     pub fn observe(&self, cfg: &SimConfig, node: &k8s_openapi::api::core::v1::Node) {
-        let rv = node.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let rv =
+            node.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
         let mut observed = self.observed();
         if rv != 0 && rv < observed.resource_version {
             return;

@@ -41,7 +41,11 @@ impl SimNodes {
     /// node, heartbeats, the node and pod watches, and the pod engine. It runs until `cancel`
     /// or until the handle is dropped. Use [`SimNodes::wait_registered`] to wait for the
     /// Nodes and Leases to exist.
-    pub async fn start(client: Client, config: SimConfig, cancel: CancellationToken) -> Result<SimNodes, SimError> {
+    pub async fn start(
+        client: Client,
+        config: SimConfig,
+        cancel: CancellationToken,
+    ) -> Result<SimNodes, SimError> {
         SimNodes::start_with_clock(client, config, Arc::new(SystemClock), cancel).await
     }
 
@@ -71,8 +75,17 @@ impl SimNodes {
                 nodes::heartbeats(node_api, kicks_rx, cancel).await;
             }
         }));
-        tasks.push(tokio::spawn(nodes::watch_nodes(shared.clone(), client.clone(), cancel.clone())));
-        tasks.push(tokio::spawn(pod_io::watch_pods(shared.clone(), client, events_tx, cancel.clone())));
+        tasks.push(tokio::spawn(nodes::watch_nodes(
+            shared.clone(),
+            client.clone(),
+            cancel.clone(),
+        )));
+        tasks.push(tokio::spawn(pod_io::watch_pods(
+            shared.clone(),
+            client,
+            events_tx,
+            cancel.clone(),
+        )));
         tasks.push(tokio::spawn(engine.run(events_rx, control_rx, cancel.clone())));
         tracing::info!(nodes = shared.nodes.len(), "simulated nodes starting");
         Ok(SimNodes { shared, engine: control_tx, kicks: kicks_tx, cancel, tasks })

@@ -38,7 +38,10 @@ async fn nodes_register_with_their_configuration_and_renew_leases() {
         assert_eq!(labels["topology.kubernetes.io/zone"], ["zone-a", "zone-b"][i % 2]);
         let taints = node.spec.as_ref().unwrap().taints.as_ref().unwrap();
         assert_eq!(taints.len(), 1);
-        assert_eq!((taints[0].key.as_str(), taints[0].effect.as_str()), ("dedicated", "NoSchedule"));
+        assert_eq!(
+            (taints[0].key.as_str(), taints[0].effect.as_str()),
+            ("dedicated", "NoSchedule")
+        );
         let status = node.status.as_ref().unwrap();
         let capacity = status.capacity.as_ref().unwrap();
         assert_eq!(capacity["cpu"].0, "8");
@@ -53,7 +56,11 @@ async fn nodes_register_with_their_configuration_and_renew_leases() {
             assert_eq!(node_condition(node, pressure).unwrap().status, "False", "{pressure}");
         }
         let addresses = status.addresses.as_ref().unwrap();
-        assert!(addresses.iter().any(|a| a.type_ == "InternalIP" && a.address == format!("198.18.0.{}", i + 1)));
+        assert!(
+            addresses
+                .iter()
+                .any(|a| a.type_ == "InternalIP" && a.address == format!("198.18.0.{}", i + 1))
+        );
         assert!(addresses.iter().any(|a| a.type_ == "Hostname" && a.address == name));
         assert_eq!(status.node_info.as_ref().unwrap().kubelet_version, "v1.33.0");
 
@@ -91,11 +98,21 @@ async fn a_stopped_node_goes_silent_and_comes_back_ready() {
     let stopped_at = renew_time(&client, "sim-node-0").await;
     let other_before = renew_time(&client, "sim-node-1").await;
     // A pod bound to the stopped node is not started.
-    pods(&client).create(&pp, &pod("frozen", Some("sim-node-0"), "Always", json!({}))).await.unwrap();
+    pods(&client)
+        .create(&pp, &pod("frozen", Some("sim-node-0"), "Always", json!({})))
+        .await
+        .unwrap();
     // Negative check: five heartbeat intervals without a renewal (the running node renews).
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(renew_time(&client, "sim-node-0").await, stopped_at, "stopped node renewed its lease");
-    assert!(renew_time(&client, "sim-node-1").await > other_before, "running node stopped renewing");
+    assert_eq!(
+        renew_time(&client, "sim-node-0").await,
+        stopped_at,
+        "stopped node renewed its lease"
+    );
+    assert!(
+        renew_time(&client, "sim-node-1").await > other_before,
+        "running node stopped renewing"
+    );
     let frozen = pods(&client).get("frozen").await.unwrap();
     assert_eq!(phase(&frozen), Some("Pending"), "pod on a stopped node progressed");
 
@@ -110,10 +127,17 @@ async fn a_stopped_node_goes_silent_and_comes_back_ready() {
         .await
         .unwrap();
     let taint = json!({ "spec": { "taints": [{ "key": "node.kubernetes.io/unreachable", "effect": "NoSchedule" }] } });
-    nodes(&client).patch("sim-node-0", &PatchParams::default(), &Patch::Merge(taint)).await.unwrap();
+    nodes(&client)
+        .patch("sim-node-0", &PatchParams::default(), &Patch::Merge(taint))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let node = nodes(&client).get("sim-node-0").await.unwrap();
-    assert_eq!(node_condition(&node, "Ready").unwrap().status, "Unknown", "stopped node re-posted status");
+    assert_eq!(
+        node_condition(&node, "Ready").unwrap().status,
+        "Unknown",
+        "stopped node re-posted status"
+    );
 
     sim.start_node("sim-node-0").unwrap();
     let node: Node = eventually("node Ready again", || async {
@@ -123,7 +147,10 @@ async fn a_stopped_node_goes_silent_and_comes_back_ready() {
     })
     .await;
     let taints = node.spec.unwrap().taints.unwrap();
-    assert_eq!(taints[0].key, "node.kubernetes.io/unreachable", "taints are the controller's business");
+    assert_eq!(
+        taints[0].key, "node.kubernetes.io/unreachable",
+        "taints are the controller's business"
+    );
     eventually("lease renewed again", || async {
         (renew_time(&client, "sim-node-0").await > stopped_at).then_some(())
     })

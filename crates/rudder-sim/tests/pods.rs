@@ -35,7 +35,12 @@ async fn a_bound_pod_runs_ready_with_an_address_of_its_node() {
     }))
     .unwrap();
     pods(&client)
-        .create_subresource::<_, serde_json::Value>("binding", "scheduled", &PostParams::default(), &binding)
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            "scheduled",
+            &PostParams::default(),
+            &binding,
+        )
         .await
         .unwrap();
 
@@ -55,7 +60,9 @@ async fn a_bound_pod_runs_ready_with_an_address_of_its_node() {
         assert_eq!(status.host_ip.as_deref(), Some(node_ip));
         assert_eq!(status.qos_class.as_deref(), Some("BestEffort"));
         assert!(status.start_time.is_some());
-        for t in ["PodScheduled", "Initialized", "ContainersReady", "Ready", "PodReadyToStartContainers"] {
+        for t in
+            ["PodScheduled", "Initialized", "ContainersReady", "Ready", "PodReadyToStartContainers"]
+        {
             let c = condition(&p, t).unwrap_or_else(|| panic!("{name}: no {t}"));
             assert_eq!(c.status, "True", "{name}: {t}");
             assert!(c.last_transition_time.is_some());
@@ -81,17 +88,30 @@ async fn run_to_completion_pods_succeed_or_fail_by_exit_code() {
     create_pod(&client, pod("onfailure-zero", node, "OnFailure", json!({}))).await;
     create_pod(
         &client,
-        pod("broken", node, "Never", json!({ "sim.rudder.dev/exit-after-ms": "100", "sim.rudder.dev/exit-code": "3" })),
+        pod(
+            "broken",
+            node,
+            "Never",
+            json!({ "sim.rudder.dev/exit-after-ms": "100", "sim.rudder.dev/exit-code": "3" }),
+        ),
     )
     .await;
 
     for name in ["done", "onfailure-zero"] {
         let p = wait_phase(&client, name, "Succeeded").await;
         let ready = condition(&p, "Ready").unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("PodCompleted")));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("PodCompleted"))
+        );
         for c in p.status.as_ref().unwrap().container_statuses.as_ref().unwrap() {
             let t = c.state.as_ref().unwrap().terminated.as_ref().unwrap();
-            assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")), "{name}/{}", c.name);
+            assert_eq!(
+                (t.exit_code, t.reason.as_deref()),
+                (0, Some("Completed")),
+                "{name}/{}",
+                c.name
+            );
             assert!(!c.ready);
         }
     }
@@ -109,14 +129,16 @@ async fn an_always_pod_that_exits_crash_loops() {
     let cluster = rudder_testkit::TestCluster::start().await;
     let client = cluster.client();
     let _sim = start(&client, fast_config(1)).await;
-    let annotations = json!({ "sim.rudder.dev/exit-after-ms": "100", "sim.rudder.dev/exit-code": "2" });
+    let annotations =
+        json!({ "sim.rudder.dev/exit-after-ms": "100", "sim.rudder.dev/exit-code": "2" });
     create_pod(&client, pod("crasher", Some("sim-node-0"), "Always", annotations)).await;
 
     // Every status the simulator writes is a watch event: collect what a client sees.
     let config = watcher::Config::default().fields("metadata.name=crasher");
     let stream = watcher::watcher(pods(&client), config);
     futures::pin_mut!(stream);
-    let (mut back_off, mut restarted_with_last_state, mut not_ready_while_down) = (false, false, false);
+    let (mut back_off, mut restarted_with_last_state, mut not_ready_while_down) =
+        (false, false, false);
     let mut max_restarts = 0;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !(back_off && restarted_with_last_state && not_ready_while_down && max_restarts >= 3) {
@@ -126,7 +148,11 @@ async fn an_always_pod_that_exits_crash_loops() {
             .expect("watch goes on")
             .expect("watch works");
         let (Event::Apply(p) | Event::InitApply(p)) = event else { continue };
-        let Some(c) = p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|cs| cs.first().cloned())
+        let Some(c) = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.first().cloned())
         else {
             continue;
         };
@@ -143,7 +169,8 @@ async fn an_always_pod_that_exits_crash_loops() {
             assert!(w.message.as_deref().unwrap().starts_with("back-off "), "{w:?}");
             assert!(!c.ready);
             let ready = condition(&p, "Ready").unwrap();
-            not_ready_while_down |= ready.status == "False" && ready.reason.as_deref() == Some("ContainersNotReady");
+            not_ready_while_down |=
+                ready.status == "False" && ready.reason.as_deref() == Some("ContainersNotReady");
         }
     }
 }
@@ -154,8 +181,16 @@ async fn readiness_follows_the_annotations() {
     let client = cluster.client();
     let _sim = start(&client, fast_config(1)).await;
     let node = Some("sim-node-0");
-    create_pod(&client, pod("slow", node, "Always", json!({ "sim.rudder.dev/ready-after-ms": "400" }))).await;
-    create_pod(&client, pod("never", node, "Always", json!({ "sim.rudder.dev/not-ready": "true" }))).await;
+    create_pod(
+        &client,
+        pod("slow", node, "Always", json!({ "sim.rudder.dev/ready-after-ms": "400" })),
+    )
+    .await;
+    create_pod(
+        &client,
+        pod("never", node, "Always", json!({ "sim.rudder.dev/not-ready": "true" })),
+    )
+    .await;
 
     // Every status write is a watch event: the pod is seen Running but not Ready, then Ready.
     let config = watcher::Config::default().fields("metadata.name=slow");
@@ -184,7 +219,10 @@ async fn readiness_follows_the_annotations() {
 
     let never = wait_phase(&client, "never", "Running").await;
     let ready = condition(&never, "Ready").unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("ContainersNotReady")));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_deref()),
+        ("False", Some("ContainersNotReady"))
+    );
     // Removing the annotation makes it ready.
     let patch = json!({ "metadata": { "annotations": { "sim.rudder.dev/not-ready": null } } });
     pods(&client).patch("never", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();

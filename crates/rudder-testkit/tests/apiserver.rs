@@ -72,6 +72,16 @@ async fn pod_priority_comes_from_its_priority_class() {
         .await
         .unwrap_err();
     assert!(matches!(err, kube::Error::Api(s) if s.code == 403), "priority mismatch accepted");
+    let err = pods
+        .create(
+            &pp,
+            &pod("rebel", serde_json::json!({ "priorityClassName": "high", "preemptionPolicy": "PreemptLowerPriority" })),
+        )
+        .await
+        .unwrap_err();
+    let (code, message) = api_code(err);
+    assert_eq!(code, 403);
+    assert!(message.contains("the string value of PreemptionPolicy"), "{message}");
 
     // A globalDefault class applies to pods without a class.
     let default: PriorityClass = serde_json::from_value(serde_json::json!({

@@ -7,7 +7,15 @@ use crate::algorithm::*;
 
 fn run(snap: &Snapshot, p: &PodInfo, cursor: &mut CycleCursor) -> Result<Scheduled, ScheduleError> {
     let mut rng = StdRng::seed_from_u64(42);
-    schedule_pod(snap, p, None, &Nominated::default(), &AlgorithmConfig::default(), cursor, &mut rng)
+    schedule_pod(
+        snap,
+        p,
+        None,
+        &Nominated::default(),
+        &AlgorithmConfig::default(),
+        cursor,
+        &mut rng,
+    )
 }
 
 fn message(r: Result<Scheduled, ScheduleError>) -> String {
@@ -36,7 +44,13 @@ fn fit_messages_count_and_sort_reasons_like_upstream() {
         "0/12 nodes are available: 10 Insufficient cpu, 2 node(s) had untolerated taint {a: b}."
     );
     assert_eq!(
-        fit_message(3, std::iter::repeat_n("Insufficient cpu", 3), Some("preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.")),
+        fit_message(
+            3,
+            std::iter::repeat_n("Insufficient cpu", 3),
+            Some(
+                "preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
+            )
+        ),
         "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.."
     );
 }
@@ -82,7 +96,10 @@ fn filters_explain_every_node() {
         message(run(&snap, &picky, &mut CycleCursor::default())),
         "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 node(s) didn't match Pod's node affinity/selector."
     );
-    assert!(matches!(run(&Snapshot::new(), &p, &mut CycleCursor::default()), Err(ScheduleError::NoNodes)));
+    assert!(matches!(
+        run(&Snapshot::new(), &p, &mut CycleCursor::default()),
+        Err(ScheduleError::NoNodes)
+    ));
 }
 
 #[test]
@@ -114,10 +131,12 @@ fn only_a_share_of_a_big_cluster_is_checked_starting_where_the_last_cycle_stoppe
     let mut cursor = CycleCursor::default();
     let mut rng = StdRng::seed_from_u64(1);
     let p = info(pod("p", "100m", ""));
-    let s = schedule_pod(&snap, &p, None, &Nominated::default(), &cfg, &mut cursor, &mut rng).unwrap();
+    let s =
+        schedule_pod(&snap, &p, None, &Nominated::default(), &cfg, &mut cursor, &mut rng).unwrap();
     assert_eq!((s.evaluated, s.feasible), (100, 100));
     assert_eq!(cursor.next_start, 100);
-    let s = schedule_pod(&snap, &p, None, &Nominated::default(), &cfg, &mut cursor, &mut rng).unwrap();
+    let s =
+        schedule_pod(&snap, &p, None, &Nominated::default(), &cfg, &mut cursor, &mut rng).unwrap();
     assert_eq!(s.evaluated, 100);
     assert_eq!(cursor.next_start, 0);
 }
@@ -144,13 +163,23 @@ fn nominated_pods_hold_their_room_against_lower_priorities() {
     let cfg = AlgorithmConfig::default();
     let mut rng = StdRng::seed_from_u64(1);
     let low = info(pod("low", "500m", ""));
-    let r = schedule_pod(&snap, &low, None, &nominated, &cfg, &mut CycleCursor::default(), &mut rng);
+    let r =
+        schedule_pod(&snap, &low, None, &nominated, &cfg, &mut CycleCursor::default(), &mut rng);
     assert_eq!(message(r), "0/1 nodes are available: 1 Insufficient cpu.");
     // the preemptor itself goes to its nominated node
-    let r = schedule_pod(&snap, &preemptor, Some("n1"), &nominated, &cfg, &mut CycleCursor::default(), &mut rng);
+    let r = schedule_pod(
+        &snap,
+        &preemptor,
+        Some("n1"),
+        &nominated,
+        &cfg,
+        &mut CycleCursor::default(),
+        &mut rng,
+    );
     assert_eq!(&*r.unwrap().node, "n1");
     let higher = info(with_spec(pod("higher", "500m", ""), "priority", json!(1000)));
-    let r = schedule_pod(&snap, &higher, None, &nominated, &cfg, &mut CycleCursor::default(), &mut rng);
+    let r =
+        schedule_pod(&snap, &higher, None, &nominated, &cfg, &mut CycleCursor::default(), &mut rng);
     assert_eq!(&*r.unwrap().node, "n1");
 }
 

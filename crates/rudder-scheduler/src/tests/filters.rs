@@ -22,7 +22,9 @@ fn unschedulable_nodes_take_only_pods_tolerating_it() {
         json!([{ "key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule" }]),
     );
     assert!(node_unschedulable(&info(tolerant), &nd).is_ok());
-    assert!(node_unschedulable(&info(pod("p", "", "")), &node_info(node("n2", "1", "1Gi"))).is_ok());
+    assert!(
+        node_unschedulable(&info(pod("p", "", "")), &node_info(node("n2", "1", "1Gi"))).is_ok()
+    );
 }
 
 #[test]
@@ -43,7 +45,8 @@ fn untolerated_no_schedule_and_no_execute_taints_reject_prefer_only_scores() {
         json!([{ "key": "dedicated", "value": "cpu" }]),
     ));
     assert!(taint_toleration(&wrong_value, &nd).is_err());
-    let exists_all = info(with_spec(pod("p", "", ""), "tolerations", json!([{ "operator": "Exists" }])));
+    let exists_all =
+        info(with_spec(pod("p", "", ""), "tolerations", json!([{ "operator": "Exists" }])));
     assert!(taint_toleration(&exists_all, &nd).is_ok());
 
     let no_exec = node_info(with_taint(node("n2", "4", "8Gi"), "k", "", "NoExecute"));
@@ -92,7 +95,9 @@ fn node_selector_and_required_node_affinity() {
                 "nodeSelectorTerms": exprs } } }),
         ))
     };
-    let gt = affinity(json!([{ "matchExpressions": [{ "key": "gen", "operator": "Gt", "values": ["4"] }] }]));
+    let gt = affinity(
+        json!([{ "matchExpressions": [{ "key": "gen", "operator": "Gt", "values": ["4"] }] }]),
+    );
     assert!(node_affinity(&gt, &ssd).is_ok());
     assert!(node_affinity(&gt, &hdd).is_err());
     // terms are ORed, expressions ANDed
@@ -103,7 +108,9 @@ fn node_selector_and_required_node_affinity() {
     ]));
     assert!(node_affinity(&either, &ssd).is_err());
     assert!(node_affinity(&either, &hdd).is_ok());
-    let by_name = affinity(json!([{ "matchFields": [{ "key": "metadata.name", "operator": "In", "values": ["n2"] }] }]));
+    let by_name = affinity(
+        json!([{ "matchFields": [{ "key": "metadata.name", "operator": "In", "values": ["n2"] }] }]),
+    );
     assert!(node_affinity(&by_name, &hdd).is_ok());
     assert!(node_affinity(&by_name, &ssd).is_err());
     assert_eq!(required_node_names(&by_name), Some(vec!["n2".to_owned()]));
@@ -159,10 +166,8 @@ fn resources_fit_counts_requests_pods_and_extended_resources() {
         ["Insufficient example.com/gpu"]
     );
 
-    let full = snapshot(
-        vec![with_labels(node("n1", "2", "4Gi"), &[])],
-        vec![(pod("a", "", ""), "n1")],
-    );
+    let full =
+        snapshot(vec![with_labels(node("n1", "2", "4Gi"), &[])], vec![(pod("a", "", ""), "n1")]);
     let mut one_pod = full.node_by_name("n1").unwrap().clone();
     one_pod.facts.allowed_pods = 1;
     let r = node_resources_fit(&info(pod("b", "", "")), &one_pod).unwrap_err();

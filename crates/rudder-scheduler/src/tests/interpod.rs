@@ -7,14 +7,23 @@ fn zoned(name: &str, zone: &str) -> serde_json::Value {
     with_labels(node(name, "4", "8Gi"), &[("zone", zone)])
 }
 
-fn affine(p: serde_json::Value, kind: &str, mode: &str, terms: serde_json::Value) -> serde_json::Value {
+fn affine(
+    p: serde_json::Value,
+    kind: &str,
+    mode: &str,
+    terms: serde_json::Value,
+) -> serde_json::Value {
     with_spec(p, "affinity", json!({ kind: { mode: terms } }))
 }
 
 const REQ: &str = "requiredDuringSchedulingIgnoredDuringExecution";
 const PREF: &str = "preferredDuringSchedulingIgnoredDuringExecution";
 
-fn filter(snap: &crate::snapshot::Snapshot, p: &crate::pod_info::PodInfo, node: &str) -> Result<(), Vec<String>> {
+fn filter(
+    snap: &crate::snapshot::Snapshot,
+    p: &crate::pod_info::PodInfo,
+    node: &str,
+) -> Result<(), Vec<String>> {
     let state = InterPodFilterState::compute(p, snap).unwrap_or_default();
     state
         .filter(p, snap.node_by_name(node).unwrap(), &snap.namespaces)
@@ -24,11 +33,14 @@ fn filter(snap: &crate::snapshot::Snapshot, p: &crate::pod_info::PodInfo, node: 
 #[test]
 fn required_anti_affinity_keeps_replicas_apart() {
     let web = |name| with_pod_labels(pod(name, "", ""), &[("app", "web")]);
-    let snap = snapshot(
-        vec![node("n1", "4", "8Gi"), node("n2", "4", "8Gi")],
-        vec![(web("w1"), "n1")],
-    );
-    let p = info(affine(web("w2"), "podAntiAffinity", REQ, json!([term("web", "kubernetes.io/hostname")])));
+    let snap =
+        snapshot(vec![node("n1", "4", "8Gi"), node("n2", "4", "8Gi")], vec![(web("w1"), "n1")]);
+    let p = info(affine(
+        web("w2"),
+        "podAntiAffinity",
+        REQ,
+        json!([term("web", "kubernetes.io/hostname")]),
+    ));
     assert_eq!(filter(&snap, &p, "n1"), Err(vec![REASON_ANTI_AFFINITY.to_owned()]));
     assert_eq!(filter(&snap, &p, "n2"), Ok(()));
 }
@@ -41,7 +53,8 @@ fn existing_pods_anti_affinity_keeps_the_incoming_pod_away() {
         REQ,
         json!([term("web", "zone")]),
     );
-    let snap = snapshot(vec![zoned("n1", "a"), zoned("n2", "a"), zoned("n3", "b")], vec![(db, "n1")]);
+    let snap =
+        snapshot(vec![zoned("n1", "a"), zoned("n2", "a"), zoned("n3", "b")], vec![(db, "n1")]);
     let web = info(with_pod_labels(pod("w", "", ""), &[("app", "web")]));
     assert_eq!(filter(&snap, &web, "n2"), Err(vec![REASON_EXISTING_ANTI_AFFINITY.to_owned()]));
     assert_eq!(filter(&snap, &web, "n3"), Ok(()));
@@ -76,7 +89,8 @@ fn the_first_pod_of_a_self_affine_group_goes_anywhere() {
         json!([term("cache", "zone")]),
     ));
     assert_eq!(filter(&snap, &first, "n1"), Ok(()));
-    let stranger = info(affine(pod("q", "", ""), "podAffinity", REQ, json!([term("cache", "zone")])));
+    let stranger =
+        info(affine(pod("q", "", ""), "podAffinity", REQ, json!([term("cache", "zone")])));
     assert_eq!(filter(&snap, &stranger, "n1"), Err(vec![REASON_AFFINITY.to_owned()]));
 }
 
@@ -86,9 +100,8 @@ fn terms_look_in_their_namespaces() {
     other["metadata"]["namespace"] = json!("other");
     let mut snap = snapshot(vec![node("n1", "4", "8Gi")], vec![(other, "n1")]);
     snap.namespaces.labels.insert("other".into(), [("team".to_owned(), "a".to_owned())].into());
-    let with_term = |t: serde_json::Value| {
-        info(affine(pod("p", "", ""), "podAntiAffinity", REQ, json!([t])))
-    };
+    let with_term =
+        |t: serde_json::Value| info(affine(pod("p", "", ""), "podAntiAffinity", REQ, json!([t])));
     let own_ns = with_term(term("web", "kubernetes.io/hostname"));
     assert_eq!(filter(&snap, &own_ns, "n1"), Ok(()), "other namespace is not looked at");
     let mut named = term("web", "kubernetes.io/hostname");
@@ -109,7 +122,12 @@ fn terms_look_in_their_namespaces() {
 fn removing_a_pod_updates_the_counts() {
     let web = with_pod_labels(pod("w1", "", ""), &[("app", "web")]);
     let snap = snapshot(vec![node("n1", "4", "8Gi")], vec![(web, "n1")]);
-    let p = info(affine(pod("p", "", ""), "podAntiAffinity", REQ, json!([term("web", "kubernetes.io/hostname")])));
+    let p = info(affine(
+        pod("p", "", ""),
+        "podAntiAffinity",
+        REQ,
+        json!([term("web", "kubernetes.io/hostname")]),
+    ));
     let mut state = InterPodFilterState::compute(&p, &snap).unwrap();
     let node = snap.node_by_name("n1").unwrap();
     assert!(state.filter(&p, node, &snap.namespaces).is_err());
@@ -121,8 +139,10 @@ fn removing_a_pod_updates_the_counts() {
 #[test]
 fn preferred_terms_score_topologies() {
     let cache = with_pod_labels(pod("c", "", ""), &[("app", "cache")]);
-    let snap = snapshot(vec![zoned("n1", "a"), zoned("n2", "b"), zoned("n3", "a")], vec![(cache, "n1")]);
-    let pref = |weight: i64| json!([{ "weight": weight, "podAffinityTerm": term("cache", "zone") }]);
+    let snap =
+        snapshot(vec![zoned("n1", "a"), zoned("n2", "b"), zoned("n3", "a")], vec![(cache, "n1")]);
+    let pref =
+        |weight: i64| json!([{ "weight": weight, "podAffinityTerm": term("cache", "zone") }]);
     let near = info(affine(pod("p", "", ""), "podAffinity", PREF, pref(10)));
     let state = score_state(&near, &snap, 1).unwrap();
     let mut raw: Vec<i64> =

@@ -1,6 +1,7 @@
 //! Unit tests over hand-built snapshots (no server), one file per plugin or part.
 
 mod algorithm;
+mod api;
 mod filters;
 mod interpod;
 mod preemption;

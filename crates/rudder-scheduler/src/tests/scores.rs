@@ -7,9 +7,10 @@ use crate::scores::*;
 fn least_allocated_prefers_emptier_nodes_and_counts_defaults_for_best_effort() {
     // upstream's example: cpu 4000m, memory 10000; pod 1000m + 2000 on an empty node ->
     // cpu (4000-1000)*100/4000 = 75, memory (10000-2000)*100/10000 = 80 -> 77
-    let snap = snapshot(vec![node("n1", "4", "10000"), node("n2", "4", "10000")], vec![
-        (pod("a", "2", "5000"), "n2"),
-    ]);
+    let snap = snapshot(
+        vec![node("n1", "4", "10000"), node("n2", "4", "10000")],
+        vec![(pod("a", "2", "5000"), "n2")],
+    );
     let p = info(pod("p", "1", "2000"));
     assert_eq!(least_allocated(&p, snap.node_by_name("n1").unwrap()), 77);
     // n2: cpu (4000-3000)*100/4000 = 25, memory (10000-7000)*100/10000 = 30 -> 27
@@ -21,9 +22,10 @@ fn least_allocated_prefers_emptier_nodes_and_counts_defaults_for_best_effort() {
 
 #[test]
 fn balanced_allocation_prefers_even_cpu_and_memory_use() {
-    let snap = snapshot(vec![node("n1", "4", "4000"), node("n2", "4", "4000")], vec![
-        (pod("a", "2", "0"), "n2"),
-    ]);
+    let snap = snapshot(
+        vec![node("n1", "4", "4000"), node("n2", "4", "4000")],
+        vec![(pod("a", "2", "0"), "n2")],
+    );
     let p = info(pod("p", "1", "1000"));
     assert!(balanced_allocation_applies(&p));
     // n1: 1/4 and 1/4 -> std 0 -> 100
@@ -64,7 +66,12 @@ fn preferred_node_affinity_sums_matching_weights() {
 fn taint_toleration_score_counts_intolerable_prefer_no_schedule_reversed() {
     let snap = snapshot(
         vec![
-            with_taint(with_taint(node("n1", "4", "8Gi"), "a", "1", "PreferNoSchedule"), "b", "", "PreferNoSchedule"),
+            with_taint(
+                with_taint(node("n1", "4", "8Gi"), "a", "1", "PreferNoSchedule"),
+                "b",
+                "",
+                "PreferNoSchedule",
+            ),
             with_taint(node("n2", "4", "8Gi"), "a", "1", "PreferNoSchedule"),
             node("n3", "4", "8Gi"),
         ],

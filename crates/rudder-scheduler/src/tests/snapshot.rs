@@ -41,7 +41,8 @@ fn assumed_pods_are_confirmed_or_forgotten_without_double_counting() {
 fn node_updates_report_only_what_scheduling_reads() {
     let mut snap = snapshot(vec![node("n1", "4", "8Gi")], vec![]);
     let mut heartbeat = node("n1", "4", "8Gi");
-    heartbeat["status"]["conditions"][0]["lastHeartbeatTime"] = serde_json::json!("2025-01-01T00:00:00Z");
+    heartbeat["status"]["conditions"][0]["lastHeartbeatTime"] =
+        serde_json::json!("2025-01-01T00:00:00Z");
     assert_eq!(snap.upsert_node(&to_node(heartbeat)), NodeChange::Unchanged);
     let bigger = node("n1", "8", "8Gi");
     assert!(matches!(snap.upsert_node(&to_node(bigger)), NodeChange::Changed(..)));
@@ -49,11 +50,45 @@ fn node_updates_report_only_what_scheduling_reads() {
 
 #[test]
 fn nodes_are_listed_zone_by_zone_in_turn() {
-    let zoned = |n: &str, z: &str| with_labels(node(n, "1", "1Gi"), &[("topology.kubernetes.io/zone", z)]);
+    let zoned =
+        |n: &str, z: &str| with_labels(node(n, "1", "1Gi"), &[("topology.kubernetes.io/zone", z)]);
     let snap = snapshot(
-        vec![zoned("a1", "a"), zoned("a2", "a"), zoned("a3", "a"), zoned("b1", "b"), zoned("c1", "c")],
+        vec![
+            zoned("a1", "a"),
+            zoned("a2", "a"),
+            zoned("a3", "a"),
+            zoned("b1", "b"),
+            zoned("c1", "c"),
+        ],
         vec![],
     );
     let names: Vec<&str> = snap.order().iter().map(|&s| &*snap.node(s).name).collect();
     assert_eq!(names, ["a1", "b1", "c1", "a2", "a3"]);
+}
+
+#[test]
+fn owner_zone_counts_follow_pods_and_relabelled_nodes() {
+    let zone =
+        |n: &str, z: &str| with_labels(node(n, "4", "8Gi"), &[("topology.kubernetes.io/zone", z)]);
+    let owned = |name: &str| with_owner(pod(name, "", ""), "rs");
+    let mut snap = snapshot(
+        vec![zone("n1", "a"), zone("n2", "b")],
+        vec![(owned("p1"), "n1"), (owned("p2"), "n2"), (owned("p3"), "n2")],
+    );
+    let counts = |snap: &Snapshot| {
+        let mut v: Vec<(String, u32)> = snap
+            .owner_zones("rs")
+            .into_iter()
+            .flatten()
+            .map(|(z, n)| (z.to_string(), *n))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(counts(&snap), [("a".to_owned(), 1), ("b".to_owned(), 2)]);
+    snap.upsert_node(&to_node(zone("n2", "a")));
+    assert_eq!(counts(&snap), [("a".to_owned(), 3)]);
+    snap.remove_pod("uid-p1");
+    snap.remove_node("n2");
+    assert!(snap.owner_zones("rs").is_none());
 }

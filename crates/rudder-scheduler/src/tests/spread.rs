@@ -26,7 +26,11 @@ fn zone_constraint(extra: serde_json::Value) -> serde_json::Value {
     c
 }
 
-fn check(snap: &crate::snapshot::Snapshot, p: &crate::pod_info::PodInfo, node: &str) -> Result<(), String> {
+fn check(
+    snap: &crate::snapshot::Snapshot,
+    p: &crate::pod_info::PodInfo,
+    node: &str,
+) -> Result<(), String> {
     let state = SpreadFilterState::compute(p, snap).expect("hard constraints");
     state.filter(p, snap.node_by_name(node).unwrap()).map_err(|r| r.reasons[0].to_string())
 }
@@ -61,7 +65,11 @@ fn node_affinity_policy_decides_which_domains_count() {
     // zone b is empty but the pod may not go there: with Honor (the default) it does not
     // count as the minimum
     let snap = snapshot(
-        vec![with_labels(zoned("n1", "a"), &[("pool", "x")]), zoned("n2", "b"), with_labels(zoned("n3", "c"), &[("pool", "x")])],
+        vec![
+            with_labels(zoned("n1", "a"), &[("pool", "x")]),
+            zoned("n2", "b"),
+            with_labels(zoned("n3", "c"), &[("pool", "x")]),
+        ],
         vec![(web("w1"), "n1")],
     );
     let honor = info(with_spec(
@@ -104,7 +112,9 @@ fn system_default_spreading_prefers_nodes_with_fewer_pods_of_the_owner() {
     state.normalize(&mut raw);
     assert_eq!(raw, [40, 100, 60]);
     assert!(SpreadScoreState::compute(&p, &snap, &candidates, false).is_none());
-    assert!(SpreadScoreState::compute(&info(pod("lone", "", "")), &snap, &candidates, true).is_none());
+    assert!(
+        SpreadScoreState::compute(&info(pod("lone", "", "")), &snap, &candidates, true).is_none()
+    );
 }
 
 #[test]
@@ -113,10 +123,8 @@ fn soft_constraints_score_zones_and_ignore_nodes_without_the_key() {
         vec![zoned("n1", "a"), zoned("n2", "b"), node("n3", "4", "8Gi")],
         vec![(web("w1"), "n1"), (web("w2"), "n1")],
     );
-    let p = info(constrained(
-        "p",
-        zone_constraint(json!({ "whenUnsatisfiable": "ScheduleAnyway" })),
-    ));
+    let p =
+        info(constrained("p", zone_constraint(json!({ "whenUnsatisfiable": "ScheduleAnyway" }))));
     assert!(SpreadFilterState::compute(&p, &snap).is_none(), "soft only");
     let candidates: Vec<usize> =
         ["n1", "n2", "n3"].iter().map(|n| snap.slot_of(n).unwrap()).collect();
@@ -126,4 +134,28 @@ fn soft_constraints_score_zones_and_ignore_nodes_without_the_key() {
     assert_eq!(raw, [3, 0, 0]);
     state.normalize(&mut raw);
     assert_eq!(raw, [0, 100, 0]);
+}
+
+#[test]
+fn default_spreading_counts_zones_with_or_without_node_affinity() {
+    let zone = |n: &str, z: &str| {
+        with_labels(node(n, "4", "8Gi"), &[("topology.kubernetes.io/zone", z), ("pool", "x")])
+    };
+    let owned = |name: &str| with_owner(pod(name, "", ""), "rs-1");
+    let snap = snapshot(
+        vec![zone("n1", "a"), zone("n2", "a"), zone("n3", "b")],
+        vec![(owned("a"), "n1"), (owned("b"), "n1")],
+    );
+    let candidates: Vec<usize> =
+        ["n1", "n2", "n3"].iter().map(|n| snap.slot_of(n).unwrap()).collect();
+    let free = info(owned("p"));
+    let pinned = info(with_spec(owned("q"), "nodeSelector", json!({ "pool": "x" })));
+    for p in [free, pinned] {
+        let state = SpreadScoreState::compute(&p, &snap, &candidates, true).unwrap();
+        let mut raw = state.scores(&p, &snap, &candidates);
+        // host: n * ln(5) + 2; zone: n * ln(4) + 4 (zone a holds 2)
+        assert_eq!(raw, [12, 9, 6]);
+        state.normalize(&mut raw);
+        assert_eq!(raw, [50, 75, 100]);
+    }
 }

@@ -29,7 +29,10 @@ pub fn fast_config(count: usize) -> SimConfig {
 
 pub async fn start(client: &kube::Client, config: SimConfig) -> SimNodes {
     let sim = SimNodes::start(client.clone(), config, CancellationToken::new()).await.unwrap();
-    tokio::time::timeout(DEADLINE, sim.wait_registered()).await.expect("nodes registered in time").unwrap();
+    tokio::time::timeout(DEADLINE, sim.wait_registered())
+        .await
+        .expect("nodes registered in time")
+        .unwrap();
     sim
 }
 
@@ -63,7 +66,12 @@ pub fn leases(client: &kube::Client) -> Api<Lease> {
 
 /// A pod with containers `a` and `b`, `restartPolicy` and annotations, bound to `node` at
 /// creation (`None`: unbound).
-pub fn pod(name: &str, node: Option<&str>, restart_policy: &str, annotations: serde_json::Value) -> Pod {
+pub fn pod(
+    name: &str,
+    node: Option<&str>,
+    restart_policy: &str,
+    annotations: serde_json::Value,
+) -> Pod {
     serde_json::from_value(json!({
         "metadata": { "name": name, "annotations": annotations },
         "spec": {
@@ -91,11 +99,17 @@ pub fn phase(pod: &Pod) -> Option<&str> {
     pod.status.as_ref()?.phase.as_deref()
 }
 
-pub fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a k8s_openapi::api::core::v1::PodCondition> {
+pub fn condition<'a>(
+    pod: &'a Pod,
+    type_: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::PodCondition> {
     pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
 }
 
-pub fn node_condition<'a>(node: &'a Node, type_: &str) -> Option<&'a k8s_openapi::api::core::v1::NodeCondition> {
+pub fn node_condition<'a>(
+    node: &'a Node,
+    type_: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::NodeCondition> {
     node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
 }
 
