@@ -36,6 +36,8 @@ pub struct Options {
     memory_nodes: usize,
     memory_pods: usize,
     rudder: Option<PathBuf>,
+    server_args: Vec<String>,
+    only: Option<String>,
 }
 
 impl Options {
@@ -46,6 +48,8 @@ impl Options {
             memory_nodes: 1000,
             memory_pods: 30_000,
             rudder: None,
+            server_args: Vec::new(),
+            only: None,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -56,6 +60,8 @@ impl Options {
                 "--memory-nodes" => o.memory_nodes = value()?.parse()?,
                 "--memory-pods" => o.memory_pods = value()?.parse()?,
                 "--rudder" => o.rudder = Some(value()?.into()),
+                "--server-arg" => o.server_args.push(value()?.clone()),
+                "--only" => o.only = Some(value()?.clone()),
                 other => bail!("unknown option {other:?}"),
             }
         }
@@ -73,13 +79,14 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(binary: &Path) -> Result<Self> {
+    fn start(binary: &Path, extra: &[String]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("rudder-bench-sched-").tempdir()?;
         let mut child = Command::new(binary)
             .args(["server", "--bind-address", "127.0.0.1", "--port", "0", "--data-dir"])
             .arg(dir.path())
             // Room for thousands of nodes: a /24 each out of a /8.
             .args(["--cluster-cidr", "10.0.0.0/8"])
+            .args(extra)
             .env("RUDDER_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -246,7 +253,7 @@ async fn create_namespace(client: &Client, name: &str) -> Result<()> {
 }
 
 async fn throughput(binary: &Path, options: &Options) -> Result<()> {
-    let server = ServerProcess::start(binary)?;
+    let server = ServerProcess::start(binary, &options.server_args)?;
     let client = server.client()?;
     let cancel = CancellationToken::new();
     let _sim = start_sim(client.clone(), options.nodes, cancel.clone()).await?;
@@ -294,7 +301,7 @@ async fn throughput(binary: &Path, options: &Options) -> Result<()> {
 }
 
 async fn memory(binary: &Path, options: &Options) -> Result<()> {
-    let server = ServerProcess::start(binary)?;
+    let server = ServerProcess::start(binary, &options.server_args)?;
     let client = server.client()?;
     let cancel = CancellationToken::new();
     let _sim = start_sim(client.clone(), options.memory_nodes, cancel.clone()).await?;
@@ -323,6 +330,11 @@ pub async fn run(options: Options) -> Result<()> {
         binary.display(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     ));
-    throughput(&binary, &options).await?;
-    memory(&binary, &options).await
+    if options.only.as_deref() != Some("memory") {
+        throughput(&binary, &options).await?;
+    }
+    if options.only.as_deref() != Some("throughput") {
+        memory(&binary, &options).await?;
+    }
+    Ok(())
 }

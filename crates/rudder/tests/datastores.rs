@@ -126,3 +126,53 @@ fn nodes_print_upstream_columns() {
     let row: Vec<&str> = wide.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!((row[0], row[1], row[4], row[5]), ("n1", "Ready", "v1.33.0", "192.0.2.5"));
 }
+
+/// The holder of a `kube-system` Lease, as `rudder` identities are `<hostname>_<server-id>`.
+fn lease_holder(s: &Server, lease: &str) -> Option<String> {
+    let out = s.kubectl_raw(
+        &["get", "lease", "-n", "kube-system", lease, "-o", "jsonpath={.spec.holderIdentity}"],
+        None,
+    );
+    let holder = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !holder.is_empty()).then_some(holder)
+}
+
+fn server_id(s: &Server) -> String {
+    std::fs::read_to_string(s.data_dir.join("server-id")).unwrap().trim().to_owned()
+}
+
+#[test]
+fn servers_sharing_etcd_elect_one_scheduler_and_controller_manager() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let etcd = runtime.block_on(EtcdProcess::start()).expect("start etcd");
+    let url = format!("etcd://{}", etcd.client_url().trim_start_matches("http://"));
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start_with(dir_a.path(), &["--datastore", &url]);
+    let b = Server::start_with(dir_b.path(), &["--datastore", &url]);
+    let (id_a, id_b) = (server_id(&a), server_id(&b));
+    assert_ne!(id_a, id_b);
+    let holders = common::eventually("both Leases held", || {
+        Some((lease_holder(&a, "kube-scheduler")?, lease_holder(&a, "kube-controller-manager")?))
+    });
+    for h in [&holders.0, &holders.1] {
+        assert!(h.ends_with(&id_a) || h.ends_with(&id_b), "unknown holder {h}");
+    }
+    // Both servers see the same holders: one active scheduler, one controller manager.
+    assert_eq!(lease_holder(&b, "kube-scheduler").as_ref(), Some(&holders.0));
+
+    // The scheduler's leader dies without releasing its Lease: the other server takes over
+    // once the Lease expires, and its control plane does the work.
+    let (dead, survivor, survivor_id) =
+        if holders.0.ends_with(&id_a) { (a, b, id_b) } else { (b, a, id_a) };
+    drop(dead);
+    common::eventually("the survivor leads both", || {
+        let s = lease_holder(&survivor, "kube-scheduler")?;
+        let c = lease_holder(&survivor, "kube-controller-manager")?;
+        (s.ends_with(&survivor_id) && c.ends_with(&survivor_id)).then_some(())
+    });
+    let _sim = common::Sim::start(&survivor, &["--count", "1"]);
+    survivor.kubectl(&["create", "deployment", "web", "--image=busybox", "--replicas=2"]);
+    survivor.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    drop(survivor);
+    drop(etcd);
+}
