@@ -45,9 +45,7 @@ fn main() -> Result<()> {
         "store" => runtime.block_on(store::run(store::Options::parse(&args[1..])?)),
         "api" => runtime.block_on(api::run(api::Options::parse(&args[1..])?)),
         "runtime" => runtime.block_on(runtime::run(runtime::Options::parse(&args[1..])?)),
-        "scheduler" => {
-            runtime.block_on(scheduler::run(scheduler::Options::parse(&args[1..])?))
-        }
+        "scheduler" => runtime.block_on(scheduler::run(scheduler::Options::parse(&args[1..])?)),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

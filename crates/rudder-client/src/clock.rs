@@ -54,8 +54,5 @@ pub fn elapsed(earlier: Timestamp, later: Timestamp) -> Duration {
 
 /// `t + d`, saturating at the largest timestamp.
 pub fn add(t: Timestamp, d: Duration) -> Timestamp {
-    SignedDuration::try_from(d)
-        .ok()
-        .and_then(|d| t.checked_add(d).ok())
-        .unwrap_or(Timestamp::MAX)
+    SignedDuration::try_from(d).ok().and_then(|d| t.checked_add(d).ok()).unwrap_or(Timestamp::MAX)
 }

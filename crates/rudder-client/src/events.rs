@@ -150,11 +150,8 @@ async fn write_events(
                 continue;
             }
         }
-        let name = format!(
-            "{}.{:x}",
-            record.object.name.clone().unwrap_or_default(),
-            now.as_nanosecond()
-        );
+        let name =
+            format!("{}.{:x}", record.object.name.clone().unwrap_or_default(), now.as_nanosecond());
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -168,7 +165,10 @@ async fn write_events(
             count: Some(1),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
-            source: Some(EventSource { component: Some(component.clone()), host: Some(host.clone()) }),
+            source: Some(EventSource {
+                component: Some(component.clone()),
+                host: Some(host.clone()),
+            }),
             reporting_component: Some(component.clone()),
             reporting_instance: Some(host.clone()),
             ..Event::default()

@@ -9,8 +9,8 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -300,15 +300,7 @@ mod tests {
         informer.replace(fresh);
         assert_eq!(
             *seen.lock().unwrap(),
-            [
-                "add early",
-                "add x",
-                "update x",
-                "add y",
-                "delete x",
-                "update y",
-                "delete early"
-            ]
+            ["add early", "add x", "update x", "add y", "delete x", "update y", "delete early"]
         );
         assert_eq!(informer.list_namespace("b").len(), 1);
         assert!(informer.list_namespace("a").is_empty());

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -179,8 +179,11 @@ impl LeaderElector {
             None => true,
         };
         if changed {
-            self.observed =
-                Some(Observed { holder: holder.clone(), renew_time: spec.renew_time.clone(), at: Instant::now() });
+            self.observed = Some(Observed {
+                holder: holder.clone(),
+                renew_time: spec.renew_time.clone(),
+                at: Instant::now(),
+            });
         }
         let ours = holder == self.config.identity;
         let duration = spec
@@ -202,7 +205,8 @@ impl LeaderElector {
     }
 
     fn observe(&mut self, holder: &str, renew_time: Option<MicroTime>) {
-        self.observed = Some(Observed { holder: holder.to_owned(), renew_time, at: Instant::now() });
+        self.observed =
+            Some(Observed { holder: holder.to_owned(), renew_time, at: Instant::now() });
     }
 
     /// Gives the Lease up (holder cleared, 1 s duration) so a successor need not wait.

@@ -16,8 +16,8 @@ pub mod objects;
 pub mod queue;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use context::Context;
 pub use config::{ClientError, client_from_kubeconfig_file, client_from_kubeconfig_text};
+pub use context::Context;
 pub use controller::{Outcome, run_workers};
 pub use events::{EventType, Recorder};
 pub use informer::{Change, Informer, Informers, ObjectKey};

@@ -98,11 +98,16 @@ pub fn pod_condition<'a>(
 /// Not finished (phase other than Succeeded/Failed) and not being deleted.
 pub fn pod_is_active(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    !matches!(phase, Some("Succeeded") | Some("Failed")) && pod.metadata.deletion_timestamp.is_none()
+    !matches!(phase, Some("Succeeded") | Some("Failed"))
+        && pod.metadata.deletion_timestamp.is_none()
 }
 
 /// Whether the pod is Ready and has been for at least `min_ready_seconds` at `now`.
-pub fn pod_is_available(pod: &Pod, min_ready_seconds: i32, now: k8s_openapi::jiff::Timestamp) -> bool {
+pub fn pod_is_available(
+    pod: &Pod,
+    min_ready_seconds: i32,
+    now: k8s_openapi::jiff::Timestamp,
+) -> bool {
     let Some(ready) = pod_condition(pod, "Ready").filter(|c| c.status == "True") else {
         return false;
     };
