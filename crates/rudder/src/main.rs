@@ -171,12 +171,12 @@ fn main() -> anyhow::Result<()> {
                     } else {
                         format!("https://{}", started.address)
                     };
-                    control_plane = Some(tokio::spawn(control_plane::run(
-                        data_dir.clone(),
-                        url,
-                        options,
-                        cancel.clone(),
-                    )));
+                    let cp = control_plane::run(data_dir.clone(), url, options, cancel.clone());
+                    control_plane = Some(tokio::spawn(async move {
+                        if let Err(e) = cp.await {
+                            tracing::error!(error = %e, "scheduler and controller manager not started");
+                        }
+                    }));
                     println!("rudder API server listening on https://{}", started.address);
                     println!("admin kubeconfig: {}", started.kubeconfig.display());
                     println!(
