@@ -5,6 +5,7 @@
 //! an injectable clock (`clock`) and object helpers (`objects`). None of it touches the
 //! store: everything goes through the API.
 
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod context;

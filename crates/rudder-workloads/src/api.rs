@@ -8,37 +8,14 @@ use crate::Error;
 /// Bound on one API request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Which object a request is about (for errors).
-#[derive(Clone, Copy, Debug)]
-pub struct Target<'a> {
-    pub verb: &'static str,
-    pub kind: &'static str,
-    pub namespace: &'a str,
-    pub name: &'a str,
-}
+pub use rudder_client::api::{Target, delete_exactly};
 
 /// Runs `request` with [`REQUEST_TIMEOUT`].
 pub async fn call<T>(
     target: Target<'_>,
     request: impl Future<Output = Result<T, kube::Error>>,
 ) -> Result<T, Error> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(Error::Api {
-            verb: target.verb,
-            kind: target.kind,
-            namespace: target.namespace.to_owned(),
-            name: target.name.to_owned(),
-            source: Box::new(source),
-        }),
-        Err(_) => Err(Error::Timeout {
-            verb: target.verb,
-            kind: target.kind,
-            namespace: target.namespace.to_owned(),
-            name: target.name.to_owned(),
-            timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
-        }),
-    }
+    Ok(rudder_client::api::call(target, REQUEST_TIMEOUT, request).await?)
 }
 
 /// What the shared helpers need of a namespaced Kubernetes type.

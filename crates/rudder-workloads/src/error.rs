@@ -4,25 +4,9 @@
 /// One failed reconcile step.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An API request was answered with an error.
-    #[error("{verb} {kind} {namespace}/{name}: {source}")]
-    Api {
-        verb: &'static str,
-        kind: &'static str,
-        namespace: String,
-        name: String,
-        #[source]
-        source: Box<kube::Error>,
-    },
-    /// An API request got no answer in time.
-    #[error("{verb} {kind} {namespace}/{name}: no answer within {timeout_ms} ms")]
-    Timeout {
-        verb: &'static str,
-        kind: &'static str,
-        namespace: String,
-        name: String,
-        timeout_ms: u64,
-    },
+    /// An API request failed or got no answer in time.
+    #[error(transparent)]
+    Request(#[from] rudder_client::api::RequestError),
     /// An object this controller must act on is not usable as it is (caught by validation
     /// upstream; reported instead of guessed around).
     #[error("{kind} {namespace}/{name}: {message}")]
@@ -48,10 +32,7 @@ impl Error {
     /// The API's answer, if the request was answered with an error status.
     pub fn status(&self) -> Option<&kube::core::Status> {
         match self {
-            Error::Api { source, .. } => match &**source {
-                kube::Error::Api(status) => Some(status),
-                _ => None,
-            },
+            Error::Request(e) => e.status(),
             _ => None,
         }
     }
@@ -70,13 +51,7 @@ impl Error {
 
     /// Creating in a namespace that is being deleted: retrying cannot help.
     pub fn is_namespace_terminating(&self) -> bool {
-        self.status().is_some_and(|s| {
-            s.details
-                .iter()
-                .flat_map(|d| d.causes.iter())
-                .any(|c| c.reason == "NamespaceTerminating")
-                || s.message.contains("because it is being terminated")
-        })
+        matches!(self, Error::Request(e) if e.is_namespace_terminating())
     }
 
     /// What upstream shows of an error in events and conditions: the API's message when
