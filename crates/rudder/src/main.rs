@@ -8,11 +8,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rudder_apiserver::{Datastore, ServerConfig};
 
+mod agent;
 mod control_plane;
 mod controllers;
 mod duration;
 mod image;
 mod sim;
+mod up;
 
 /// The Kubernetes version rudder's API reports and follows.
 const KUBERNETES_VERSION: &str = "v1.33.0";
@@ -69,6 +71,52 @@ enum Command {
         /// node before they are evicted.
         #[arg(long, default_value_t = 300)]
         default_toleration_seconds: u32,
+        /// Do not run a node agent (kubelet) in this server: a control-plane-only server.
+        #[arg(long)]
+        disable_agent: bool,
+        #[command(flatten)]
+        node: NodeFlags,
+    },
+    /// Run a node agent (kubelet with the native runtime) that joins a server.
+    Agent {
+        /// Node state (images, containers, volumes).
+        #[arg(long, default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+        /// A kubeconfig for the node (e.g. from `rudder kubeconfig` on the server).
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// The API server URL, overriding the kubeconfig's.
+        #[arg(long)]
+        server: Option<String>,
+        /// A bootstrap token (not supported yet: use --kubeconfig).
+        #[arg(long)]
+        token: Option<String>,
+        #[command(flatten)]
+        node: NodeFlags,
+    },
+    /// Start a single-node cluster in the background and wait until its node is Ready.
+    Up {
+        #[arg(long, default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+        /// Give up after this long.
+        #[arg(long, default_value = "60s", value_parser = duration::parse)]
+        timeout: std::time::Duration,
+        /// More `rudder server` flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        server_args: Vec<String>,
+    },
+    /// Stop the cluster `rudder up` started (pods are stopped cleanly).
+    Down {
+        #[arg(long, default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+        /// Also remove its state and its kubeconfig context.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Report whether the cluster `rudder up` started is running, and its nodes.
+    Status {
+        #[arg(long, default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
     },
     /// Simulated nodes for tests and benchmarks (no kubelet, no containers).
     Sim {
@@ -95,6 +143,56 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// The node agent's flags (`rudder server` and `rudder agent`).
+#[derive(clap::Args, Clone, Debug)]
+struct NodeFlags {
+    /// The Node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The address the node reports (default: the one of the default route).
+    #[arg(long)]
+    node_ip: Option<std::net::Ipv4Addr>,
+    /// The kubelet's HTTPS port (logs).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+    /// Cluster DNS server addresses written into pods' resolv.conf.
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<String>,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Extra node labels, `key=value`.
+    #[arg(long = "node-label", value_parser = agent::parse_label)]
+    node_labels: Vec<(String, String)>,
+    /// The node bridge pods attach to.
+    #[arg(long, default_value = "rudder0", hide = true)]
+    bridge: String,
+}
+
+impl NodeFlags {
+    fn options(&self, data_dir: &std::path::Path) -> agent::AgentOptions {
+        agent::AgentOptions {
+            data_dir: data_dir.to_owned(),
+            node_name: self.node_name.clone().unwrap_or_else(agent::default_node_name),
+            node_ip: self.node_ip.unwrap_or_else(agent::default_node_ip),
+            port: self.kubelet_port,
+            cluster_dns: self.cluster_dns.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            node_labels: self.node_labels.clone(),
+            bridge: self.bridge.clone(),
+        }
+    }
+}
+
+fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUDDER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {
@@ -129,6 +227,63 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(sim::run(command))
         }
+        Command::Agent { data_dir, kubeconfig, server, token, node } => {
+            if token.is_some() {
+                anyhow::bail!("--token: joining with bootstrap tokens is not supported yet; pass --kubeconfig with a node's kubeconfig");
+            }
+            init_logging("info");
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let mut text = std::fs::read_to_string(&kubeconfig)
+                    .with_context(|| format!("reading {}", kubeconfig.display()))?;
+                let mut kc = kube::config::Kubeconfig::from_yaml(&text)?;
+                if let Some(url) = &server {
+                    for c in &mut kc.clusters {
+                        if let Some(cluster) = c.cluster.as_mut() {
+                            cluster.server = Some(url.clone());
+                        }
+                    }
+                    text = serde_saphyr::to_string(&kc)?;
+                }
+                let ca = kc
+                    .clusters
+                    .iter()
+                    .find_map(|c| c.cluster.as_ref()?.certificate_authority_data.clone())
+                    .context("the kubeconfig has no certificate-authority-data")?;
+                let ca = base64_decode(&ca)?;
+                let client = rudder_client::client_from_kubeconfig_text(&text)?;
+                let opts = node.options(&data_dir);
+                let (state, _) = tokio::sync::watch::channel(Default::default());
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let cancel = tokio_util::sync::CancellationToken::new();
+                let task = tokio::spawn(agent::run(opts, client, ca, state, shutdown.clone(), cancel.clone()));
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate() => {}
+                }
+                shutdown.cancel();
+                let result = tokio::time::timeout(std::time::Duration::from_secs(60), task).await;
+                cancel.cancel();
+                match result {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(_) => Ok(()),
+                }
+            })
+        }
+        Command::Up { data_dir, timeout, server_args } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(up::up(&data_dir, &server_args, timeout))
+        }
+        Command::Down { data_dir, purge } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(up::down(&data_dir, purge, std::time::Duration::from_secs(90)))
+        }
+        Command::Status { data_dir } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let running = runtime.block_on(up::status(&data_dir))?;
+            std::process::exit(if running { 0 } else { 1 });
+        }
         Command::Server {
             data_dir,
             bind_address,
@@ -140,6 +295,8 @@ fn main() -> anyhow::Result<()> {
             node_cidr_mask_size,
             node_monitor_grace_period,
             default_toleration_seconds,
+            disable_agent,
+            node,
         } => {
             let options = control_plane::ControlPlaneOptions {
                 scheduler: !disable_scheduler,
@@ -163,6 +320,9 @@ fn main() -> anyhow::Result<()> {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let mut server = tokio::spawn(rudder_apiserver::run(config, tx));
                 let cancel = tokio_util::sync::CancellationToken::new();
+                let agent_shutdown = tokio_util::sync::CancellationToken::new();
+                let agent_cancel = tokio_util::sync::CancellationToken::new();
+                let mut agent_task: Option<tokio::task::JoinHandle<()>> = None;
                 let mut control_plane = None;
                 if let Ok(started) = rx.await {
                     let url = format!("https://127.0.0.1:{}", started.address.port());
@@ -171,12 +331,27 @@ fn main() -> anyhow::Result<()> {
                     } else {
                         format!("https://{}", started.address)
                     };
-                    let cp = control_plane::run(data_dir.clone(), url, options, cancel.clone());
+                    let cp = control_plane::run(data_dir.clone(), url.clone(), options, cancel.clone());
                     control_plane = Some(tokio::spawn(async move {
                         if let Err(e) = cp.await {
                             tracing::error!(error = %e, "scheduler and controller manager not started");
                         }
                     }));
+                    if !disable_agent {
+                        let opts = node.options(&data_dir);
+                        let tls = data_dir.join("tls");
+                        let user = format!("system:node:{}", opts.node_name);
+                        let text = rudder_apiserver::pki::component_kubeconfig(&tls, &url, &user, &["system:nodes"])?;
+                        let client = rudder_client::client_from_kubeconfig_text(&text)?;
+                        let ca = std::fs::read(tls.join("ca.crt")).context("reading the cluster CA")?;
+                        let (state, _) = tokio::sync::watch::channel(Default::default());
+                        let (shutdown, stop) = (agent_shutdown.clone(), agent_cancel.clone());
+                        agent_task = Some(tokio::spawn(async move {
+                            if let Err(e) = agent::run(opts, client, ca, state, shutdown, stop).await {
+                                tracing::error!(error = %format!("{e:#}"), "node agent stopped");
+                            }
+                        }));
+                    }
                     println!("rudder API server listening on https://{}", started.address);
                     println!("admin kubeconfig: {}", started.kubeconfig.display());
                     println!(
@@ -189,7 +364,13 @@ fn main() -> anyhow::Result<()> {
                     _ = tokio::signal::ctrl_c() => Ok(()),
                     _ = terminate() => Ok(()),
                 };
-                // Give the Leases back so another server takes over at once.
+                // Node shutdown first (pods stopped while the API still answers), then give
+                // the Leases back so another server takes over at once.
+                if let Some(task) = agent_task {
+                    agent_shutdown.cancel();
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(60), task).await;
+                    agent_cancel.cancel();
+                }
                 cancel.cancel();
                 if let Some(cp) = control_plane {
                     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), cp).await;
@@ -198,6 +379,12 @@ fn main() -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// Standard base64 (kubeconfig `*-data` fields).
+fn base64_decode(text: &str) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine as _;
+    Ok(base64::engine::general_purpose::STANDARD.decode(text.trim())?)
 }
 
 /// Resolves on SIGTERM.

@@ -7,6 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod node;
+
 pub const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 /// Bounds a wait so that a hang fails the test instead of blocking it.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -15,6 +17,21 @@ pub struct Server {
     pub child: Child,
     pub data_dir: PathBuf,
     pub _dir: Option<tempfile::TempDir>,
+    /// The network namespace the server (and kubectl) run in, for servers with a node agent
+    /// (see `node::NodeServer`); None: the test's own.
+    pub netns: Option<String>,
+}
+
+/// `program` run inside `netns` (only the network namespace changes) when given.
+pub fn command_in(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 impl Server {
@@ -41,12 +58,21 @@ impl Server {
     }
 
     /// Starts a server with extra arguments (e.g. `--datastore etcd://...`).
+    /// A control-plane-only server (`--disable-agent`: these tests never run containers
+    /// or touch the host network).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rudder"))
+        let mut args = vec!["--disable-agent"];
+        args.extend_from_slice(extra);
+        Server::spawn(None, data_dir, &args)
+    }
+
+    /// Starts `rudder server` (in `netns` if given) and waits until it listens.
+    pub fn spawn(netns: Option<&str>, data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = command_in(netns, env!("CARGO_BIN_EXE_rudder"))
             .args(["server", "--bind-address", "127.0.0.1", "--port", "0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env("RUDDER_LOG", "warn")
+            .env("RUDDER_LOG", std::env::var("RUDDER_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -58,7 +84,8 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let mut server = Server { child, data_dir: data_dir.to_owned(), _dir: None };
+        let mut server =
+            Server { child, data_dir: data_dir.to_owned(), _dir: None, netns: netns.map(str::to_owned) };
         loop {
             match rx.recv_timeout(DEADLINE) {
                 Ok(line) if line.contains("listening on https://") => break,
@@ -77,7 +104,7 @@ impl Server {
     }
 
     pub fn kubectl_raw(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(KUBECTL);
+        let mut cmd = command_in(self.netns.as_deref(), KUBECTL);
         cmd.args(args)
             .env("KUBECONFIG", self.kubeconfig())
             .env_remove("KUBERNETES_SERVICE_HOST")
@@ -93,7 +120,7 @@ impl Server {
     }
 
     pub fn kubectl_raw_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(KUBECTL)
+        command_in(self.netns.as_deref(), KUBECTL)
             .args(args)
             .env("KUBECONFIG", self.kubeconfig())
             .envs(env.iter().copied())
@@ -154,7 +181,7 @@ impl Sim {
             .args(["sim", "nodes", "--kubeconfig"])
             .arg(server.kubeconfig())
             .args(args)
-            .env("RUDDER_LOG", "warn")
+            .env("RUDDER_LOG", std::env::var("RUDDER_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

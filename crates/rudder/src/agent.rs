@@ -1,0 +1,125 @@
+//! The node agent: the kubelet over the native runtime (youki's libcontainer, rudder-net's
+//! bridge, the node's image store), in `rudder server` (default) or as `rudder agent`.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use rudder_images::store::{ImageStore, StoreOptions};
+use rudder_kubelet::{KubeletConfig, KubeletDeps, KubeletState, RuntimeFuture};
+use rudder_runtime::Runtime;
+use rudder_runtime_native::image_adapter::ImageStoreAdapter;
+use rudder_runtime_native::layout::Layout;
+use rudder_runtime_native::net_adapter::NetworkAdapter;
+use rudder_runtime_native::{NativeRuntime, ShimCommand};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// What the agent flags choose.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// Node state: images in `<data_dir>/images`, everything else in `<data_dir>/agent`.
+    pub data_dir: PathBuf,
+    pub node_name: String,
+    pub node_ip: Ipv4Addr,
+    pub port: u16,
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
+    pub node_labels: Vec<(String, String)>,
+    /// The node bridge (`rudder0`).
+    pub bridge: String,
+}
+
+/// The host's name, lower-cased (upstream's default node name).
+pub fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .unwrap_or_else(|_| "rudder-node".into())
+}
+
+/// The address of the interface that carries the default route, else loopback.
+pub fn default_node_ip() -> Ipv4Addr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .ok()
+        .and_then(|a| match a.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+            _ => None,
+        })
+        .unwrap_or(Ipv4Addr::LOCALHOST)
+}
+
+fn native_runtime(data_dir: &Path, bridge: &str, pod_cidr: &str) -> anyhow::Result<Arc<dyn Runtime>> {
+    let agent = data_dir.join("agent");
+    let network = rudder_net::Network::new(rudder_net::NetworkConfig {
+        bridge: bridge.to_owned(),
+        pod_cidr: pod_cidr.to_owned(),
+        state_dir: agent.join("net/ipam"),
+        run_dir: PathBuf::from("/run/rudder").join(format!("ns-{}", path_tag(data_dir))),
+        ..Default::default()
+    })
+    .context("pod network")?;
+    let store = Arc::new(ImageStore::open(data_dir.join("images"), StoreOptions::default()).context("image store")?);
+    let runtime = NativeRuntime::new(
+        Layout::new(agent.join("runtime"), PathBuf::from("/run/rudder").join(format!("rt-{}", path_tag(data_dir)))),
+        ShimCommand { program: std::env::current_exe()?, prefix_args: vec!["shim".into()] },
+        Arc::new(ImageStoreAdapter::new(store)),
+        Arc::new(NetworkAdapter::new(network)?),
+    )?;
+    Ok(Arc::new(runtime))
+}
+
+/// A short stable tag of a path (so two agents with different data dirs never share
+/// runtime directories under /run).
+fn path_tag(p: &Path) -> String {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in p.to_string_lossy().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{:08x}", h as u32)
+}
+
+/// Runs the kubelet until `cancel` (containers keep running) or `shutdown` (pods stopped).
+pub async fn run(
+    options: AgentOptions,
+    client: kube::Client,
+    client_ca_pem: Vec<u8>,
+    state: watch::Sender<KubeletState>,
+    shutdown: CancellationToken,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut cfg = KubeletConfig::new(&options.node_name, options.node_ip, options.data_dir.join("agent"));
+    cfg.port = options.port;
+    cfg.cluster_dns = options.cluster_dns.clone();
+    cfg.cluster_domain = options.cluster_domain.clone();
+    cfg.node_labels.extend(options.node_labels.iter().cloned());
+    let data_dir = options.data_dir.clone();
+    let bridge = options.bridge.clone();
+    let make_runtime = move |cidr: String| -> RuntimeFuture {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || native_runtime(&data_dir, &bridge, &cidr))
+                .await
+                .map_err(|e| rudder_runtime::RuntimeError::Internal(e.to_string()))?
+                .map_err(|e| rudder_runtime::RuntimeError::Internal(format!("{e:#}")))
+        })
+    };
+    let deps = KubeletDeps {
+        client,
+        clock: Arc::new(rudder_client::SystemClock),
+        runtime: Box::new(make_runtime),
+        client_ca_pem: Some(client_ca_pem),
+    };
+    rudder_kubelet::run(cfg, deps, state, shutdown, cancel).await.context("kubelet")
+}
+
+/// `k=v` into a pair.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}

@@ -1,0 +1,143 @@
+//! A whole single-node cluster for kubelet tests: `rudder server` with its node agent and
+//! native runtime, run inside a network namespace the test creates (its bridge, pod
+//! addresses and nft tables never touch the host's network), with the busybox test image
+//! imported. Dropping it deletes the pods, stops the server (node shutdown) and removes
+//! whatever is left: processes, mounts, the namespace.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Server, command_in};
+
+/// The image every test pod uses (busybox-static: sh, sleep, httpd, wget, cat, date).
+pub const IMAGE: &str = "rudder.test/busybox:1.0";
+
+pub struct NodeServer {
+    pub server: Option<Server>,
+    pub netns: String,
+    pub node_name: String,
+    dir: Option<tempfile::TempDir>,
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run command")
+}
+
+impl NodeServer {
+    pub fn start() -> NodeServer {
+        let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+        let netns = format!("rdr-e2e-{tag}");
+        assert!(run(Command::new("ip").args(["netns", "add", &netns])).status.success());
+        assert!(run(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"])).status.success());
+        let dir = tempfile::Builder::new().prefix("rudder-node-").tempdir().unwrap();
+        let data_dir = dir.path().to_owned();
+        let mut node = NodeServer { server: None, netns: netns.clone(), node_name: format!("node-{tag}"), dir: Some(dir) };
+        // The test image, imported into the node's store before the server starts.
+        let image = rudder_images::testing::busybox().expect("busybox test image");
+        let tar = data_dir.join("busybox.tar");
+        std::fs::write(&tar, rudder_images::testing::oci_layout_tar(&image, &[IMAGE]).unwrap()).unwrap();
+        let out = run(Command::new(env!("CARGO_BIN_EXE_rudder")).args(["image", "import", "--data-dir"]).arg(&data_dir).arg(&tar));
+        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+        let server = Server::spawn(
+            Some(&netns),
+            &data_dir,
+            &["--node-name", &node.node_name, "--node-ip", "127.0.0.1"],
+        );
+        node.server = Some(server);
+        let s = node.server();
+        super::eventually("the node to be Ready", || {
+            let out = s.kubectl_raw(&["get", "node", &node.node_name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"], None);
+            (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+        });
+        node
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.server().data_dir
+    }
+
+    /// An HTTP GET from the node's network namespace (e.g. of a pod IP), with curl.
+    pub fn http_get(&self, url: &str) -> Output {
+        run(command_in(Some(&self.netns), "curl").args(["-sS", "-m", "2", url]))
+    }
+
+    /// kubectl apply of a manifest text.
+    pub fn apply(&self, manifest: &str) -> String {
+        self.server().kubectl_stdin(&["apply", "-f", "-"], Some(manifest))
+    }
+
+    /// One jsonpath field of an object.
+    pub fn field(&self, args: &[&str], path: &str) -> String {
+        let mut a: Vec<&str> = vec!["get"];
+        a.extend_from_slice(args);
+        let jp = format!("jsonpath={path}");
+        a.extend_from_slice(&["-o", &jp]);
+        String::from_utf8_lossy(&self.server().kubectl_raw(&a, None).stdout).into_owned()
+    }
+}
+
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(needle) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+impl Drop for NodeServer {
+    fn drop(&mut self) {
+        let data_dir = self.server.as_ref().map(|s| s.data_dir.clone());
+        if let Some(mut server) = self.server.take() {
+            if std::thread::panicking() {
+                for args in [&["get", "pods", "-A", "-o", "wide"][..], &["get", "events", "-A"][..], &["get", "pods", "-A", "-o", "yaml"][..]] {
+                    let out = server.kubectl_raw(args, None);
+                    eprintln!("kubectl {args:?}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                }
+            }
+            // Pods deleted through the kubelet: their sandboxes and mounts go with them.
+            let _ = server.kubectl_raw(&["delete", "pods", "--all", "-A", "--grace-period=1", "--timeout=40s"], None);
+            let _ = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = server.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+        }
+        if let Some(dir) = data_dir {
+            let needle = dir.to_string_lossy().into_owned();
+            for pid in processes_mentioning(&needle) {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let mut under: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| m.starts_with(needle.as_str()))
+                .collect();
+            under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in under {
+                let _ = Command::new("umount").args(["-l", m]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+        drop(self.dir.take());
+    }
+}

@@ -1,0 +1,256 @@
+//! The node agent end to end: `rudder server` with its kubelet and the native runtime (real
+//! containers from the busybox test image), driven by the real kubectl 1.33, inside a
+//! network namespace each test creates (see `common::node`).
+
+mod common;
+
+use common::eventually;
+use common::node::{IMAGE, NodeServer};
+
+fn manifest(template: &str) -> String {
+    template.replace("IMAGE", IMAGE)
+}
+
+fn phase(node: &NodeServer, pod: &str) -> String {
+    node.field(&["pod", pod], "{.status.phase}")
+}
+
+fn wait_phase(node: &NodeServer, pod: &str, want: &str) {
+    eventually(&format!("pod {pod} {want}"), || (phase(node, pod) == want).then_some(()));
+}
+
+#[test]
+fn pods_run_with_volumes_env_logs_and_restart_policies() {
+    let node = NodeServer::start();
+    let s = node.server();
+
+    // The seed's volume example, on busybox: one container appends `date` to a shared
+    // emptyDir file, the other serves it over HTTP.
+    node.apply(&manifest(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: volume-example
+spec:
+  containers:
+  - name: web
+    image: IMAGE
+    command: ["httpd", "-f", "-p", "8080", "-h", "/usr/share/nginx/html"]
+    volumeMounts:
+    - name: html
+      mountPath: /usr/share/nginx/html
+      readOnly: true
+  - name: content
+    image: IMAGE
+    command: ["/bin/sh", "-c"]
+    args:
+    - while true; do date >> /html/index.html; sleep 1; done
+    volumeMounts:
+    - name: html
+      mountPath: /html
+  volumes:
+  - name: html
+    emptyDir: {}
+"#,
+    ));
+    wait_phase(&node, "volume-example", "Running");
+    let ip = node.field(&["pod", "volume-example"], "{.status.podIP}");
+    assert!(ip.starts_with("10.42."), "pod IP {ip:?}");
+    let mut last = String::new();
+    let page = eventually("the page served at the pod IP", || {
+        let out = node.http_get(&format!("http://{ip}:8080/index.html"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if last.is_empty() {
+            last = format!("{out:?}");
+            eprintln!("first try: {last}");
+        }
+        text.contains("UTC").then_some(text)
+    });
+    assert!(page.lines().count() >= 1, "{page}");
+    let ready = node.field(&["pod", "volume-example"], "{.status.conditions[?(@.type==\"Ready\")].status}");
+    assert_eq!(ready, "True");
+
+    // ConfigMap and Secret as env, command arguments and volumes; `kubectl logs` shows them.
+    s.kubectl_stdin(&["apply", "-f", "-"], Some(include_str!("fixtures/seeds/031-configmap-manifest-example.yaml")));
+    s.kubectl(&["create", "secret", "generic", "creds", "--from-literal=user=admin"]);
+    node.apply(&manifest(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: cm-env
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: IMAGE
+    command: ["/bin/sh", "-c"]
+    args: ["echo CITY=$CITY; echo ARG=$(CITY); echo USER=$USER; cat /etc/cm/state; echo; cat /etc/secret/user"]
+    env:
+    - name: CITY
+      valueFrom:
+        configMapKeyRef: {name: manifest-example, key: city}
+    - name: USER
+      valueFrom:
+        secretKeyRef: {name: creds, key: user}
+    volumeMounts:
+    - {name: cm, mountPath: /etc/cm}
+    - {name: secret, mountPath: /etc/secret}
+  volumes:
+  - name: cm
+    configMap: {name: manifest-example}
+  - name: secret
+    secret: {secretName: creds}
+"#,
+    ));
+    wait_phase(&node, "cm-env", "Succeeded");
+    let logs = s.kubectl(&["logs", "cm-env"]);
+    for want in ["CITY=Ann Arbor", "ARG=Ann Arbor", "USER=admin", "Michigan", "admin"] {
+        assert!(logs.contains(want), "{want:?} missing from logs:\n{logs}");
+    }
+    let reason = node.field(&["pod", "cm-env"], "{.status.containerStatuses[0].state.terminated.reason}");
+    assert_eq!(reason, "Completed");
+
+    // A failing Never pod ends Failed with its exit code.
+    node.apply(&manifest(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: fails}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: main, image: IMAGE, command: [sh, -c, 'echo bye; exit 3']}\n",
+    ));
+    wait_phase(&node, "fails", "Failed");
+    assert_eq!(node.field(&["pod", "fails"], "{.status.containerStatuses[0].state.terminated.exitCode}"), "3");
+    assert_eq!(node.field(&["pod", "fails"], "{.status.containerStatuses[0].state.terminated.reason}"), "Error");
+
+    // A crash-looping container is restarted with back-off; the previous run's logs stay.
+    node.apply(&manifest(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: crasher}\nspec:\n  containers:\n  - {name: main, image: IMAGE, command: [sh, -c, 'echo run at $(date +%s); exit 1']}\n",
+    ));
+    eventually("crasher restarted", || {
+        let n: u32 = node.field(&["pod", "crasher"], "{.status.containerStatuses[0].restartCount}").parse().ok()?;
+        (n >= 1).then_some(())
+    });
+    eventually("CrashLoopBackOff", || {
+        let r = node.field(&["pod", "crasher"], "{.status.containerStatuses[0].state.waiting.reason}");
+        (r == "CrashLoopBackOff").then_some(())
+    });
+    let previous = s.kubectl(&["logs", "crasher", "--previous"]);
+    assert!(previous.contains("run at"), "{previous}");
+    let table = s.kubectl(&["get", "pod", "crasher"]);
+    assert!(table.contains("CrashLoopBackOff"), "{table}");
+
+    // Killing a container's process from the host gets it restarted.
+    node.apply(&manifest(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: sleeper}\nspec:\n  terminationGracePeriodSeconds: 3\n  containers:\n  - {name: main, image: IMAGE, command: [sleep, '3607']}\n",
+    ));
+    wait_phase(&node, "sleeper", "Running");
+    let pid = eventually("the container's process", || {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (cmd == b"sleep\x003607\x00").then_some(pid)
+        })
+    });
+    assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    eventually("sleeper restarted and Running", || {
+        let n = node.field(&["pod", "sleeper"], "{.status.containerStatuses[0].restartCount}");
+        let running = node.field(&["pod", "sleeper"], "{.status.containerStatuses[0].state.running.startedAt}");
+        (n == "1" && !running.is_empty()).then_some(())
+    });
+    let last = node.field(&["pod", "sleeper"], "{.status.containerStatuses[0].lastState.terminated.exitCode}");
+    assert_eq!(last, "137");
+
+    // Deleting a pod stops it within its grace period, then it is gone.
+    let started = std::time::Instant::now();
+    s.kubectl(&["delete", "pod", "sleeper", "--wait=true", "--timeout=30s"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "took {:?}", started.elapsed());
+    let gone = s.kubectl_raw(&["get", "pod", "sleeper"], None);
+    assert!(!gone.status.success());
+}
+
+#[test]
+fn probes_restart_and_gate_readiness() {
+    let node = NodeServer::start();
+    let s = node.server();
+    node.apply(&manifest(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  containers:
+  - name: web
+    image: IMAGE
+    command: [sh, -c, 'mkdir -p /w; (sleep 4; echo ok > /w/ready) & exec httpd -f -p 8080 -h /w']
+    readinessProbe:
+      httpGet: {path: /ready, port: 8080}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: dies}
+spec:
+  containers:
+  - name: main
+    image: IMAGE
+    command: [sh, -c, 'touch /tmp/alive; (sleep 3; rm /tmp/alive) & exec sleep 3600']
+    livenessProbe:
+      exec: {command: [cat, /tmp/alive]}
+      periodSeconds: 1
+      failureThreshold: 1
+"#,
+    ));
+    wait_phase(&node, "web", "Running");
+    // Running but not ready: not in the service's endpoints.
+    let ready = node.field(&["pod", "web"], "{.status.containerStatuses[0].ready}");
+    let endpoints = node.field(&["endpoints", "web"], "{.subsets[*].addresses[*].ip}");
+    if ready == "false" {
+        assert!(endpoints.is_empty(), "not-ready pod in endpoints: {endpoints}");
+    }
+    let ip = node.field(&["pod", "web"], "{.status.podIP}");
+    eventually("the ready pod in the endpoints", || {
+        (node.field(&["endpoints", "web"], "{.subsets[*].addresses[*].ip}") == ip).then_some(())
+    });
+    assert_eq!(node.field(&["pod", "web"], "{.status.conditions[?(@.type==\"Ready\")].status}"), "True");
+
+    eventually("the liveness probe restarting the container", || {
+        let n: u32 = node.field(&["pod", "dies"], "{.status.containerStatuses[0].restartCount}").parse().ok()?;
+        (n >= 1).then_some(())
+    });
+    let events = s.kubectl(&["get", "events", "--field-selector", "involvedObject.name=dies"]);
+    assert!(events.contains("Liveness probe failed"), "{events}");
+}
+
+#[test]
+fn a_restarted_agent_adopts_running_containers() {
+    let mut node = NodeServer::start();
+    node.apply(&manifest(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: keep}\nspec:\n  containers:\n  - {name: main, image: IMAGE, command: [sleep, '3600']}\n",
+    ));
+    wait_phase(&node, "keep", "Running");
+    let id = node.field(&["pod", "keep"], "{.status.containerStatuses[0].containerID}");
+    // kill -9 the whole server (API server, controllers, kubelet): the container lives on.
+    let mut server = node.server.take().unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let data_dir = server.data_dir.clone();
+    std::mem::forget(server._dir.take());
+    drop(server);
+    let again = common::Server::spawn(
+        Some(&node.netns),
+        &data_dir,
+        &["--node-name", &node.node_name, "--node-ip", "127.0.0.1"],
+    );
+    node.server = Some(again);
+    eventually("the pod Running again", || (phase(&node, "keep") == "Running").then_some(()));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(node.field(&["pod", "keep"], "{.status.containerStatuses[0].containerID}"), id);
+    assert_eq!(node.field(&["pod", "keep"], "{.status.containerStatuses[0].restartCount}"), "0");
+}
