@@ -23,6 +23,10 @@ pub struct AppState {
     pub registry: Registry,
     /// `host:port` clients use, for `/api`'s serverAddressByClientCIDRs.
     pub server_address: String,
+    /// How `pods/log` reaches kubelets.
+    pub kubelet: crate::kubelet_client::KubeletClient,
+    /// Signs `serviceaccounts/<name>/token` tokens.
+    pub tokens: crate::token_request::TokenSigner,
 }
 
 fn json_response(code: StatusCode, value: &Value) -> Response {
@@ -116,6 +120,15 @@ async fn dispatch(app: &AppState, req: Request) -> Result<Response, ApiError> {
         return Err(ApiError::unauthorized());
     }
     let target = parse_target(group, version, rest)?;
+    if target.info.kind == "Pod" && target.subresource.as_deref() == Some("log") {
+        if req.method() != Method::GET {
+            return Err(ApiError::method_not_allowed("create", target.info));
+        }
+        let span = tracing::debug_span!("request", verb = "get", resource = "pods/log", namespace = ?target.namespace, name = ?target.name);
+        return crate::pod_log::get(&app.registry, &app.kubelet, &target, req.uri().query())
+            .instrument(span)
+            .await;
+    }
     let query = Query::parse(req.uri().query())?;
     let content_type = req
         .headers()
@@ -306,6 +319,13 @@ async fn resource_verb(
             _ => crate::pod_subresources::evict(reg, t, body, q).await?,
         };
         return Ok(json_response(StatusCode::CREATED, &status));
+    }
+    if t.info.kind == "ServiceAccount" && subresource == Some("token") {
+        if verb != "create" {
+            return Err(ApiError::method_not_allowed(verb, t.info));
+        }
+        let request = crate::token_request::create(reg, &app.tokens, t, body).await?;
+        return Ok(json_response(StatusCode::CREATED, &request));
     }
     if subresource == Some("scale") {
         return match verb {

@@ -35,7 +35,20 @@ pub struct Pki {
     pub ca: CertPair,
     pub serving: CertPair,
     pub admin: CertPair,
+    /// The client certificate the API server presents to kubelets (CN
+    /// `kube-apiserver-kubelet-client`, O `system:masters`), `apiserver-kubelet-client.crt|.key`.
+    pub kubelet_client: CertPair,
+    /// The key service-account tokens are signed with (ECDSA P-256, PKCS#8 PEM),
+    /// `service-account.key`.
+    pub service_account_key_pem: String,
 }
+
+/// The file (without extension) of the API server's kubelet client certificate.
+pub const KUBELET_CLIENT_FILE: &str = "apiserver-kubelet-client";
+/// Its common name (upstream kubeadm's).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+/// The file of the service-account signing key.
+pub const SERVICE_ACCOUNT_KEY_FILE: &str = "service-account.key";
 
 fn read(path: &Path) -> Result<Option<String>, PkiError> {
     match std::fs::read_to_string(path) {
@@ -228,6 +241,29 @@ impl Pki {
                 pair
             }
         };
-        Ok(Pki { dir: dir.to_owned(), ca, serving, admin })
+        let kubelet_client = match load_pair(dir, KUBELET_CLIENT_FILE)? {
+            Some(pair) => pair,
+            None => {
+                let pair = issue(
+                    &ca,
+                    KUBELET_CLIENT_USER,
+                    &["system:masters"],
+                    vec![],
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                )?;
+                store_pair(dir, KUBELET_CLIENT_FILE, &pair)?;
+                pair
+            }
+        };
+        let sa_path = dir.join(SERVICE_ACCOUNT_KEY_FILE);
+        let service_account_key_pem = match read(&sa_path)? {
+            Some(pem) => pem,
+            None => {
+                let pem = KeyPair::generate()?.serialize_pem();
+                write_private(&sa_path, &pem)?;
+                pem
+            }
+        };
+        Ok(Pki { dir: dir.to_owned(), ca, serving, admin, kubelet_client, service_account_key_pem })
     }
 }

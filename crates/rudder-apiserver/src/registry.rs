@@ -222,6 +222,9 @@ impl Registry {
         if info.kind == "Pod" {
             crate::admission::pod_priority(&*self.store, &mut obj).await?;
         }
+        if info.kind == "PersistentVolumeClaim" {
+            crate::storage::admit_claim(&*self.store, &mut obj).await?;
+        }
         if info.kind == "Service" {
             service_alloc::default_service(&mut obj);
         }
@@ -506,6 +509,7 @@ impl Registry {
             // An object whose deletion only waited for finalizers goes once they are gone.
             if object::meta_str(&new, "deletionTimestamp").is_some()
                 && strategy::deletion_can_finish(&new)
+                && crate::graceful::grace_over(&new)
             {
                 if q.dry_run {
                     return Ok(Written::new(new, false, &warnings));
@@ -601,14 +605,32 @@ impl Registry {
                     ),
                 ));
             }
+            let now = self.clock.now();
+            let requested = options.get("gracePeriodSeconds").and_then(Value::as_i64);
+            let plan = crate::graceful::plan(info.kind, &current, requested, now);
+            if plan == crate::graceful::Plan::Pending {
+                return Ok(current);
+            }
             let mut marked = current.clone();
             let policy = options.get("propagationPolicy").and_then(Value::as_str);
-            let graceful = strategy::prepare_for_delete(info, &mut marked, policy);
-            if graceful || !object::finalizers(&marked).is_empty() {
-                if object::meta_str(&current, "deletionTimestamp").is_none() {
-                    meta_mut(&mut marked)
-                        .insert("deletionTimestamp".into(), json!(rfc3339(self.clock.now())));
-                    meta_mut(&mut marked).insert("deletionGracePeriodSeconds".into(), json!(0));
+            let waits = strategy::prepare_for_delete(info, &mut marked, policy);
+            let graceful = matches!(plan, crate::graceful::Plan::Graceful { .. });
+            if graceful || waits || !object::finalizers(&marked).is_empty() {
+                match plan {
+                    crate::graceful::Plan::Graceful { deletion_timestamp, grace_seconds } => {
+                        let m = meta_mut(&mut marked);
+                        m.insert("deletionTimestamp".into(), json!(rfc3339(deletion_timestamp)));
+                        m.insert("deletionGracePeriodSeconds".into(), json!(grace_seconds));
+                    }
+                    _ if object::meta_str(&current, "deletionTimestamp").is_none() => {
+                        let m = meta_mut(&mut marked);
+                        m.insert("deletionTimestamp".into(), json!(rfc3339(now)));
+                        m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                    }
+                    _ => {
+                        // Forced (grace 0) while finalizers still hold it.
+                        meta_mut(&mut marked).insert("deletionGracePeriodSeconds".into(), json!(0));
+                    }
                 }
                 if marked == current || q.dry_run {
                     return Ok(marked);

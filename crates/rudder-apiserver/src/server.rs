@@ -131,6 +131,21 @@ async fn bootstrap(registry: &Registry, api_port: u16) -> Result<(), ServerError
             Err(e) => return Err(ServerError::Bootstrap(format!("{name}: {}", e.message))),
         }
     }
+    // The default StorageClass, unless one of that name exists (a user's edit is kept).
+    let classes = crate::request::parse_target("storage.k8s.io", "v1", &["storageclasses"])
+        .expect("bootstrap route");
+    let class = crate::storage::local_path_class();
+    match registry.create(&classes, &serde_json::to_vec(&class).expect("JSON"), &q).await {
+        Ok(_) => {}
+        Err(e) if e.code == 409 => {}
+        Err(e) => {
+            return Err(ServerError::Bootstrap(format!(
+                "{}: {}",
+                crate::storage::LOCAL_PATH_CLASS,
+                e.message
+            )));
+        }
+    }
     let kubernetes = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Service",
@@ -248,9 +263,14 @@ pub async fn run(
     crate::pki::write_private(&kubeconfig, &rendered)?;
 
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(crate::tls::server_config(&pki)?));
+    let kubelet = crate::kubelet_client::KubeletClient::new(&pki.kubelet_client)?;
+    let tokens = crate::token_request::TokenSigner::from_pem(&pki.service_account_key_pem)
+        .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
     let state = Arc::new(AppState {
         registry,
         server_address: format!("{client_host}:{}", address.port()),
+        kubelet,
+        tokens,
     });
     let app = router(state);
     let _ = started.send(Started { address, kubeconfig });

@@ -16,6 +16,7 @@ fn keeps_status_on_create(kind: &str) -> bool {
 
 pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
     crate::defaults::apply(info.kind, obj);
+    crate::storage::apply_defaults(info.kind, obj);
     if info.kind == "Job" {
         job_selector(obj);
     }
@@ -54,6 +55,9 @@ pub fn prepare_for_update(
     new: &mut Value,
 ) {
     crate::defaults::apply(info.kind, new);
+    if subresource.is_none() {
+        crate::storage::keep_filled_in(info.kind, current, new);
+    }
     if subresource == Some("finalize") {
         // Namespaces' finalize: only spec.finalizers changes.
         let finalizers = new.get("spec").and_then(|s| s.get("finalizers")).cloned();
@@ -139,6 +143,7 @@ pub fn prepare_for_update(
 /// Kind-specific validation (every error, upstream wording).
 pub fn validate(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
     let mut errors = crate::kind_validation::validate(info.kind, obj);
+    errors.extend(crate::storage::validate(info.kind, obj));
     if matches!(info.kind, "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController")
         && let Some(replicas) = object::path(obj, "spec.replicas")
     {
@@ -222,7 +227,7 @@ pub fn deletion_can_finish(obj: &Value) -> bool {
 /// Rules about what an update may change (beyond the metadata identity fields, which
 /// `prepare_for_update` keeps).
 pub fn validate_update(info: &ResourceInfo, current: &Value, new: &Value) -> Vec<FieldError> {
-    let mut errors = Vec::new();
+    let mut errors = crate::storage::validate_update(info.kind, current, new);
     if info.kind == "Node" {
         let old = object::path(current, "spec.podCIDR").and_then(Value::as_str).unwrap_or("");
         let now = object::path(new, "spec.podCIDR").and_then(Value::as_str).unwrap_or("");

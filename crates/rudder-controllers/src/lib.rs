@@ -10,6 +10,8 @@
 //! - `nodelifecycle`: Node health from Leases and status heartbeats (conditions Unknown,
 //!   `unreachable`/`not-ready` and the other condition taints).
 //! - `tainteviction`: deletes pods from nodes with NoExecute taints they do not tolerate.
+//! - `podgc`: force-deletes pods of vanished nodes, terminating pods that cannot finish,
+//!   and terminated pods beyond a threshold.
 //!
 //! Decisions are pure functions (unit-tested); the modules around them do the I/O.
 
@@ -20,6 +22,7 @@ pub mod meta;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod serviceaccount;
 pub mod tainteviction;
 pub mod taints;

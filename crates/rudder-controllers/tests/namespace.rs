@@ -184,3 +184,53 @@ async fn an_emptied_namespace_is_finalized_and_goes() {
     assert_eq!(count::<Pod>(&client, "doomed").await, 0);
     controller.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_deletion_waits_for_gracefully_deleted_pods() {
+    let cluster = rudder_testkit::TestCluster::start().await;
+    let client = cluster.client();
+    create_namespace(&client, "graceful").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "graceful");
+    let bound: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "running" },
+        "spec": { "nodeName": "n1", "containers": [{ "name": "c", "image": "busybox" }] },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &bound).await.unwrap();
+    let controller = {
+        let client = client.clone();
+        spawn(move |cancel| async move {
+            let ctx = Context::new(client, cancel.clone());
+            namespace::run(ctx, NamespaceConfig::default(), cancel).await;
+        })
+    };
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces.delete("graceful", &DeleteParams::default()).await.unwrap();
+
+    // The pod is Terminating (its kubelet has not confirmed): the namespace waits and says so.
+    let pod = eventually("the pod to be terminating", || async {
+        let p = pods.get("running").await.ok()?;
+        p.metadata.deletion_timestamp.is_some().then_some(p)
+    })
+    .await;
+    assert_eq!(pod.metadata.deletion_grace_period_seconds, Some(30));
+    eventually("the remaining pod to be reported", || async {
+        let ns = namespaces.get("graceful").await.ok()?;
+        let (status, message) = condition(&ns, "NamespaceContentRemaining")?;
+        (status == "True" && message.contains("pods. has 1 resource instances")).then_some(())
+    })
+    .await;
+    assert!(namespaces.get_opt("graceful").await.unwrap().is_some());
+
+    // The kubelet's final delete: grace 0 with the uid as precondition.
+    let uid = pod.metadata.uid.clone().unwrap();
+    let params = DeleteParams::default()
+        .grace_period(0)
+        .preconditions(kube::api::Preconditions { uid: Some(uid), resource_version: None });
+    pods.delete("running", &params).await.unwrap();
+    eventually("the namespace to go", || async {
+        gone(&namespaces, "graceful").await.then_some(())
+    })
+    .await;
+    controller.cancel();
+}

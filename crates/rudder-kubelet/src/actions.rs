@@ -50,20 +50,26 @@ pub fn pod_uid(pod: &Pod) -> &str {
 
 /// The pod's sandboxes, newest first.
 pub fn sandboxes_of<'a>(pod_uid: &str, all: &'a [PodSandboxStatus]) -> Vec<&'a PodSandboxStatus> {
-    let mut v: Vec<&PodSandboxStatus> =
-        all.iter().filter(|s| s.labels.get(labels::POD_UID).map(String::as_str) == Some(pod_uid)).collect();
-    v.sort_by(|a, b| b.created_at_ns.cmp(&a.created_at_ns).then(b.metadata.attempt.cmp(&a.metadata.attempt)));
+    let mut v: Vec<&PodSandboxStatus> = all
+        .iter()
+        .filter(|s| s.labels.get(labels::POD_UID).map(String::as_str) == Some(pod_uid))
+        .collect();
+    v.sort_by(|a, b| {
+        b.created_at_ns.cmp(&a.created_at_ns).then(b.metadata.attempt.cmp(&a.metadata.attempt))
+    });
     v
 }
 
 /// Containers by name, each list newest attempt first.
-pub fn by_name<'a>(containers: &'a [ContainerStatus]) -> BTreeMap<&'a str, Vec<&'a ContainerStatus>> {
+pub fn by_name(containers: &[ContainerStatus]) -> BTreeMap<&str, Vec<&ContainerStatus>> {
     let mut m: BTreeMap<&str, Vec<&ContainerStatus>> = BTreeMap::new();
     for c in containers {
         m.entry(c.metadata.name.as_str()).or_default().push(c);
     }
     for v in m.values_mut() {
-        v.sort_by(|a, b| b.metadata.attempt.cmp(&a.metadata.attempt).then(b.created_at_ns.cmp(&a.created_at_ns)));
+        v.sort_by(|a, b| {
+            b.metadata.attempt.cmp(&a.metadata.attempt).then(b.created_at_ns.cmp(&a.created_at_ns))
+        });
     }
     m
 }
@@ -145,7 +151,12 @@ pub fn compute(
         for c in init_containers(pod) {
             match named.get(c.name.as_str()).and_then(|v| v.first()) {
                 None => {
-                    actions.start.push(Start { name: c.name.clone(), init: true, attempt: 0, restart: false });
+                    actions.start.push(Start {
+                        name: c.name.clone(),
+                        init: true,
+                        attempt: 0,
+                        restart: false,
+                    });
                     return actions;
                 }
                 Some(s) => match s.state {
@@ -178,12 +189,21 @@ pub fn compute(
 
     for c in app_containers(pod) {
         match named.get(c.name.as_str()).and_then(|v| v.first()) {
-            None => actions.start.push(Start { name: c.name.clone(), init: false, attempt: 0, restart: false }),
+            None => actions.start.push(Start {
+                name: c.name.clone(),
+                init: false,
+                attempt: 0,
+                restart: false,
+            }),
             Some(s) => match s.state {
                 ContainerState::Running => {
                     if liveness_failed.contains(&s.id) {
                         actions.kill.push((s.id.clone(), c.name.clone(), "liveness".into()));
-                    } else if s.annotations.get(labels::CONTAINER_HASH).is_some_and(|h| *h != container_hash(c)) {
+                    } else if s
+                        .annotations
+                        .get(labels::CONTAINER_HASH)
+                        .is_some_and(|h| *h != container_hash(c))
+                    {
                         actions.kill.push((s.id.clone(), c.name.clone(), "spec changed".into()));
                     }
                 }

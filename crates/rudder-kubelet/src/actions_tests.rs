@@ -21,7 +21,12 @@ pub(crate) fn sandbox(id: &str, ready: bool) -> PodSandboxStatus {
     }
 }
 
-pub(crate) fn ctr(name: &str, attempt: u32, state: ContainerState, exit_code: i32) -> ContainerStatus {
+pub(crate) fn ctr(
+    name: &str,
+    attempt: u32,
+    state: ContainerState,
+    exit_code: i32,
+) -> ContainerStatus {
     ContainerStatus {
         id: format!("{name}-{attempt}"),
         sandbox_id: "s1".into(),
@@ -47,7 +52,9 @@ fn names(a: &PodActions) -> Vec<(String, u32)> {
 
 #[test]
 fn new_pod_gets_a_sandbox_and_its_first_init_container() {
-    let p = pod(json!({"initContainers": [{"name": "i1"}, {"name": "i2"}], "containers": [{"name": "a"}]}));
+    let p = pod(
+        json!({"initContainers": [{"name": "i1"}, {"name": "i2"}], "containers": [{"name": "a"}]}),
+    );
     let a = compute(&p, &[], &[], &HashSet::new());
     assert!(a.create_sandbox);
     assert_eq!(names(&a), vec![("i1".to_owned(), 0)]);
@@ -58,7 +65,9 @@ fn new_pod_gets_a_sandbox_and_its_first_init_container() {
 
 #[test]
 fn init_containers_run_one_at_a_time_in_order() {
-    let p = pod(json!({"initContainers": [{"name": "i1"}, {"name": "i2"}], "containers": [{"name": "a"}]}));
+    let p = pod(
+        json!({"initContainers": [{"name": "i1"}, {"name": "i2"}], "containers": [{"name": "a"}]}),
+    );
     let sb = [sandbox("s1", true)];
     let running = [ctr("i1", 0, ContainerState::Running, 0)];
     assert!(compute(&p, &sb, &running, &HashSet::new()).start.is_empty());
@@ -69,7 +78,9 @@ fn init_containers_run_one_at_a_time_in_order() {
     // A failed init container is retried unless the policy is Never.
     let failed = [ctr("i1", 0, ContainerState::Exited, 1)];
     assert_eq!(names(&compute(&p, &sb, &failed, &HashSet::new())), vec![("i1".to_owned(), 1)]);
-    let never = pod(json!({"restartPolicy": "Never", "initContainers": [{"name": "i1"}], "containers": [{"name": "a"}]}));
+    let never = pod(
+        json!({"restartPolicy": "Never", "initContainers": [{"name": "i1"}], "containers": [{"name": "a"}]}),
+    );
     assert!(compute(&never, &sb, &failed, &HashSet::new()).start.is_empty());
     assert!(pod_is_finished(&never, &failed));
 }
@@ -88,7 +99,10 @@ fn restart_policies() {
         let a = compute(&p, &sb, &bad, &HashSet::new());
         assert_eq!(!a.start.is_empty(), bad_restarts, "{policy} after failure");
         if bad_restarts {
-            assert_eq!(a.start[0], Start { name: "a".into(), init: false, attempt: 3, restart: true });
+            assert_eq!(
+                a.start[0],
+                Start { name: "a".into(), init: false, attempt: 3, restart: true }
+            );
         }
     }
 }

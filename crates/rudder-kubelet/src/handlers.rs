@@ -40,7 +40,12 @@ pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, St
     }
 }
 
-pub async fn exec(runtime: &dyn Runtime, t: &Target<'_>, command: &[String], timeout: Duration) -> Outcome {
+pub async fn exec(
+    runtime: &dyn Runtime,
+    t: &Target<'_>,
+    command: &[String],
+    timeout: Duration,
+) -> Outcome {
     match runtime.exec_sync(t.container_id, command, timeout.as_secs().max(1)).await {
         Ok(r) if r.exit_code == 0 => Ok(()),
         Ok(r) => {
@@ -95,7 +100,9 @@ pub async fn http_get(t: &Target<'_>, a: &HTTPGetAction, timeout: Duration) -> O
     }
     request.push_str("Connection: close\r\n\r\n");
     let attempt = async {
-        let mut s = TcpStream::connect((host, port)).await.map_err(|e| format!("Get \"{url}\": dial tcp {host}:{port}: connect: {e}"))?;
+        let mut s = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| format!("Get \"{url}\": dial tcp {host}:{port}: connect: {e}"))?;
         s.write_all(request.as_bytes()).await.map_err(|e| format!("Get \"{url}\": {e}"))?;
         let mut buf = Vec::with_capacity(256);
         let mut chunk = [0u8; 256];
@@ -112,7 +119,11 @@ pub async fn http_get(t: &Target<'_>, a: &HTTPGetAction, timeout: Duration) -> O
             .nth(1)
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| format!("Get \"{url}\": malformed HTTP response"))?;
-        if (200..400).contains(&code) { Ok(()) } else { Err(format!("HTTP probe failed with statuscode: {code}")) }
+        if (200..400).contains(&code) {
+            Ok(())
+        } else {
+            Err(format!("HTTP probe failed with statuscode: {code}"))
+        }
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,
@@ -128,7 +139,10 @@ mod tests {
     use tokio::net::TcpListener;
 
     fn container() -> Container {
-        serde_json::from_value(serde_json::json!({"name": "c", "ports": [{"name": "http", "containerPort": 8080}]})).unwrap()
+        serde_json::from_value(
+            serde_json::json!({"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -136,7 +150,11 @@ mod tests {
         let c = container();
         assert_eq!(resolve_port(&IntOrString::String("http".into()), &c), Ok(8080));
         assert_eq!(resolve_port(&IntOrString::Int(81), &c), Ok(81));
-        assert!(resolve_port(&IntOrString::String("nope".into()), &c).unwrap_err().contains("couldn't find port"));
+        assert!(
+            resolve_port(&IntOrString::String("nope".into()), &c)
+                .unwrap_err()
+                .contains("couldn't find port")
+        );
     }
 
     async fn serve_once(status: &'static str) -> u16 {
@@ -147,8 +165,14 @@ mod tests {
                 let mut buf = [0u8; 1024];
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let req = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let code = if req.starts_with("GET /healthz ") && req.contains("X-Test: 1") { status } else { "404 Not Found" };
-                let _ = s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+                let code = if req.starts_with("GET /healthz ") && req.contains("X-Test: 1") {
+                    status
+                } else {
+                    "404 Not Found"
+                };
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
             }
         });
         port
@@ -168,11 +192,13 @@ mod tests {
             http_get(&t, &action(bad), Duration::from_secs(5)).await,
             Err("HTTP probe failed with statuscode: 500".into())
         );
-        let tcp_ok: TCPSocketAction = serde_json::from_value(serde_json::json!({"port": ok})).unwrap();
+        let tcp_ok: TCPSocketAction =
+            serde_json::from_value(serde_json::json!({"port": ok})).unwrap();
         assert_eq!(tcp(&t, &tcp_ok, Duration::from_secs(5)).await, Ok(()));
         // A port nothing listens on (bound then dropped).
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-        let tcp_bad: TCPSocketAction = serde_json::from_value(serde_json::json!({"port": closed})).unwrap();
+        let tcp_bad: TCPSocketAction =
+            serde_json::from_value(serde_json::json!({"port": closed})).unwrap();
         assert!(tcp(&t, &tcp_bad, Duration::from_secs(5)).await.unwrap_err().contains("connect"));
     }
 }

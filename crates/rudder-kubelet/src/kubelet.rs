@@ -26,7 +26,8 @@ use crate::probes::Probes;
 use crate::shared::Shared;
 use crate::status_writer::StatusWriter;
 
-pub type RuntimeFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Runtime>, RuntimeError>> + Send>>;
+pub type RuntimeFuture =
+    Pin<Box<dyn Future<Output = Result<Arc<dyn Runtime>, RuntimeError>> + Send>>;
 
 /// What the kubelet is given besides its configuration.
 pub struct KubeletDeps {
@@ -94,7 +95,13 @@ pub async fn run(
     };
     tracing::info!(node = %cfg.node_name, "node registered");
     state.send_modify(|s| s.registered = true);
-    tokio::spawn(node::run_lease_loop(deps.client.clone(), cfg.clone(), node.metadata.uid.clone(), deps.clock.clone(), inner.clone()));
+    tokio::spawn(node::run_lease_loop(
+        deps.client.clone(),
+        cfg.clone(),
+        node.metadata.uid.clone(),
+        deps.clock.clone(),
+        inner.clone(),
+    ));
     tokio::spawn(node::run_status_loop(
         deps.client.clone(),
         cfg.clone(),
@@ -106,7 +113,9 @@ pub async fn run(
 
     let cidr = match node::pod_cidr(&node) {
         Some(c) => c,
-        None => match node::wait_pod_cidr(&deps.client, &cfg, Duration::from_millis(100), &inner).await {
+        None => match node::wait_pod_cidr(&deps.client, &cfg, Duration::from_millis(100), &inner)
+            .await
+        {
             Some(c) => c,
             None => return Ok(()),
         },
@@ -156,10 +165,17 @@ pub async fn run(
         services,
         crash_backoff: Mutex::new(Backoff::new(cfg.backoff_initial, cfg.backoff_max)),
         image_backoff: Mutex::new(Backoff::new(cfg.image_backoff_initial, cfg.image_backoff_max)),
-        node_info: NodeInfoForVolumes { node_name: cfg.node_name.clone(), allocatable: node_capacity },
+        node_info: NodeInfoForVolumes {
+            node_name: cfg.node_name.clone(),
+            allocatable: node_capacity,
+        },
         node_memory_bytes: machine.memory_bytes,
     });
-    tokio::spawn(shared.status.clone().run(deps.client.clone(), cfg.request_timeout, inner.clone()));
+    tokio::spawn(shared.status.clone().run(
+        deps.client.clone(),
+        cfg.request_timeout,
+        inner.clone(),
+    ));
     let manager = Manager::new(shared.clone(), pods, inner.clone());
     tokio::spawn(manager.clone().run());
     readiness_tx.send_replace(Readiness::Ready);

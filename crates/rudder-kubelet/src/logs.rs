@@ -39,17 +39,33 @@ fn waiting_reason(pod: &Pod, container: &str) -> Option<String> {
 
 #[async_trait]
 impl LogLocator for Logs {
-    async fn locate(&self, namespace: &str, name: &str, container: &str, previous: bool) -> Result<LogFile, LocateError> {
-        let pod = self.pods.get(namespace, name).ok_or_else(|| LocateError::PodNotFound { pod: name.to_owned() })?;
+    async fn locate(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: &str,
+        previous: bool,
+    ) -> Result<LogFile, LocateError> {
+        let pod = self
+            .pods
+            .get(namespace, name)
+            .ok_or_else(|| LocateError::PodNotFound { pod: name.to_owned() })?;
         let in_spec = actions::app_containers(&pod)
             .iter()
             .chain(actions::init_containers(&pod))
             .any(|c| c.name == container);
         if !in_spec {
-            return Err(LocateError::ContainerNotFound { pod: name.to_owned(), container: container.to_owned() });
+            return Err(LocateError::ContainerNotFound {
+                pod: name.to_owned(),
+                container: container.to_owned(),
+            });
         }
         let uid = actions::pod_uid(&pod);
-        let all = self.runtime.list_containers(None).await.map_err(|_| LocateError::not_available(container, name))?;
+        let all = self
+            .runtime
+            .list_containers(None)
+            .await
+            .map_err(|_| LocateError::not_available(container, name))?;
         let mut mine: Vec<_> = all
             .into_iter()
             .filter(|c| {
@@ -58,7 +74,9 @@ impl LogLocator for Logs {
                     && c.state != ContainerState::Created
             })
             .collect();
-        mine.sort_by(|a, b| b.metadata.attempt.cmp(&a.metadata.attempt).then(b.created_at_ns.cmp(&a.created_at_ns)));
+        mine.sort_by(|a, b| {
+            b.metadata.attempt.cmp(&a.metadata.attempt).then(b.created_at_ns.cmp(&a.created_at_ns))
+        });
         let chosen = if previous {
             mine.get(1).ok_or_else(|| LocateError::previous_not_found(container, name))?
         } else {
@@ -70,7 +88,8 @@ impl LogLocator for Logs {
                 )
             })?
         };
-        let path = chosen.log_path.clone().ok_or_else(|| LocateError::not_available(container, name))?;
+        let path =
+            chosen.log_path.clone().ok_or_else(|| LocateError::not_available(container, name))?;
         Ok(LogFile { path, container_id: chosen.id.clone() })
     }
 

@@ -42,9 +42,7 @@ pub fn filesystem_bytes(path: &Path) -> u64 {
             return 0;
         }
     }
-    nix::sys::statvfs::statvfs(&p)
-        .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
-        .unwrap_or_default()
+    nix::sys::statvfs::statvfs(&p).map(|s| s.blocks() * s.fragment_size()).unwrap_or_default()
 }
 
 impl MachineInfo {
@@ -80,10 +78,14 @@ mod tests {
 
     #[test]
     fn parses_host_files() {
-        assert_eq!(parse_mem_total("MemTotal:       24576000 kB\nMemFree: 1 kB\n"), Some(25165824000));
+        assert_eq!(
+            parse_mem_total("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
+            Some(25165824000)
+        );
         assert_eq!(parse_mem_total("nothing"), None);
         assert_eq!(
-            parse_pretty_name("NAME=x\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n").as_deref(),
+            parse_pretty_name("NAME=x\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n")
+                .as_deref(),
             Some("Debian GNU/Linux 12 (bookworm)")
         );
     }

@@ -39,7 +39,11 @@ impl std::fmt::Debug for Manager {
 }
 
 impl Manager {
-    pub fn new(shared: Arc<Shared>, pods: Arc<Informer<Pod>>, cancel: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        shared: Arc<Shared>,
+        pods: Arc<Informer<Pod>>,
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Manager {
             shared,
             pods,
@@ -129,7 +133,8 @@ impl Manager {
         }
         let (pod_tx, pod_rx) = watch::channel(Some(pod));
         let wake = Arc::new(Notify::new());
-        let worker = PodWorker::new(self.shared.clone(), pod_rx, self.mode_tx.subscribe(), wake.clone());
+        let worker =
+            PodWorker::new(self.shared.clone(), pod_rx, self.mode_tx.subscribe(), wake.clone());
         let me = self.clone();
         let cancel = self.cancel.clone();
         let key = uid.clone();
@@ -160,7 +165,8 @@ impl Manager {
     /// all workers finished (or `grace` plus a margin passed).
     pub async fn shutdown(&self, grace: Duration) {
         self.mode_tx.send_replace(Mode::Shutdown { grace });
-        let tasks: Vec<JoinHandle<()>> = self.lock().values_mut().filter_map(|h| h.task.take()).collect();
+        let tasks: Vec<JoinHandle<()>> =
+            self.lock().values_mut().filter_map(|h| h.task.take()).collect();
         let all = futures::future::join_all(tasks);
         if tokio::time::timeout(grace + Duration::from_secs(10), all).await.is_err() {
             tracing::warn!("node shutdown: some pods did not stop in time");
@@ -195,7 +201,11 @@ impl Manager {
             for id in ids {
                 if let Ok(cs) = self.shared.runtime.list_containers(Some(&id)).await {
                     for c in cs.iter().filter(|c| c.state == ContainerState::Running) {
-                        let grace = c.annotations.get(labels::GRACE_PERIOD).and_then(|g| g.parse().ok()).unwrap_or(30u64);
+                        let grace = c
+                            .annotations
+                            .get(labels::GRACE_PERIOD)
+                            .and_then(|g| g.parse().ok())
+                            .unwrap_or(30u64);
                         let _ = self.shared.runtime.stop_container(&c.id, grace.min(30)).await;
                     }
                 }
@@ -206,10 +216,11 @@ impl Manager {
         }
         if let Ok(uids) = self.shared.volumes.list_pod_uids() {
             for uid in uids {
-                if !known.contains(&uid) && !self.lock().contains_key(&uid) {
-                    if let Err(e) = self.shared.volumes.teardown(&uid).await {
-                        tracing::warn!(error = %e, pod_uid = %uid, "removing orphaned volumes failed");
-                    }
+                if !known.contains(&uid)
+                    && !self.lock().contains_key(&uid)
+                    && let Err(e) = self.shared.volumes.teardown(&uid).await
+                {
+                    tracing::warn!(error = %e, pod_uid = %uid, "removing orphaned volumes failed");
                 }
             }
         }

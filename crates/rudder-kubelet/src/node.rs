@@ -61,7 +61,10 @@ pub fn capacity(cfg: &KubeletConfig, m: &MachineInfo) -> BTreeMap<String, Quanti
     BTreeMap::from([
         ("cpu".to_owned(), quantity(m.cpus)),
         ("memory".to_owned(), quantity(format!("{}Ki", m.memory_bytes / 1024))),
-        ("ephemeral-storage".to_owned(), quantity(format!("{}Ki", m.ephemeral_storage_bytes / 1024))),
+        (
+            "ephemeral-storage".to_owned(),
+            quantity(format!("{}Ki", m.ephemeral_storage_bytes / 1024)),
+        ),
         ("pods".to_owned(), quantity(cfg.max_pods)),
         ("hugepages-2Mi".to_owned(), quantity(0)),
         ("hugepages-1Gi".to_owned(), quantity(0)),
@@ -81,9 +84,24 @@ pub fn conditions(
         Readiness::ShuttingDown => ("False", "KubeletNotReady", "node is shutting down".to_owned()),
     };
     let wanted = [
-        ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available".to_owned()),
-        ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure".to_owned()),
-        ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available".to_owned()),
+        (
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available".to_owned(),
+        ),
+        (
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure".to_owned(),
+        ),
+        (
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available".to_owned(),
+        ),
         ("Ready", ready_status, ready_reason, ready_message),
     ];
     wanted
@@ -142,7 +160,12 @@ pub fn status(
     }
 }
 
-pub fn new_node(cfg: &KubeletConfig, m: &MachineInfo, readiness: &Readiness, now: Timestamp) -> Node {
+pub fn new_node(
+    cfg: &KubeletConfig,
+    m: &MachineInfo,
+    readiness: &Readiness,
+    now: Timestamp,
+) -> Node {
     Node {
         metadata: ObjectMeta {
             name: Some(cfg.node_name.clone()),
@@ -154,7 +177,8 @@ pub fn new_node(cfg: &KubeletConfig, m: &MachineInfo, readiness: &Readiness, now
             ..ObjectMeta::default()
         },
         spec: Some(NodeSpec {
-            taints: (!cfg.register_with_taints.is_empty()).then(|| cfg.register_with_taints.clone()),
+            taints: (!cfg.register_with_taints.is_empty())
+                .then(|| cfg.register_with_taints.clone()),
             ..NodeSpec::default()
         }),
         status: Some(status(cfg, m, readiness, &[], now)),
@@ -194,21 +218,25 @@ pub async fn register(
         Err(e) => return Err(e),
     }
     let existing = call(t("get"), cfg.request_timeout, api.get(name)).await?;
-    let previous = existing
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
+    let previous = existing.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
     let patch = serde_json::json!({
         "metadata": { "labels": node.metadata.labels, "annotations": node.metadata.annotations },
     });
-    call(t("patch"), cfg.request_timeout, api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)))
-        .await?;
+    call(
+        t("patch"),
+        cfg.request_timeout,
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)),
+    )
+    .await?;
     let st = status(cfg, m, readiness, &previous, now);
     call(
         t("patch status"),
         cfg.request_timeout,
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "status": st }))),
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": st })),
+        ),
     )
     .await
 }
@@ -232,7 +260,8 @@ pub async fn run_status_loop(
         let t = |verb| Target { verb, kind: "Node", namespace: "", name: &name };
         match call(t("get"), cfg.request_timeout, api.get(&name)).await {
             Ok(node) => {
-                let previous = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+                let previous =
+                    node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
                 let want = status(&cfg, &machine, &current, &previous, now);
                 let api_has = node.status.as_ref().map(without_heartbeats);
                 let changed = api_has.as_ref() != Some(&without_heartbeats(&want));
@@ -310,8 +339,12 @@ pub async fn run_lease_loop(
                         ..LeaseSpec::default()
                     }),
                 };
-                if let Err(e) =
-                    call(t("create"), cfg.request_timeout, api.create(&PostParams::default(), &lease)).await
+                if let Err(e) = call(
+                    t("create"),
+                    cfg.request_timeout,
+                    api.create(&PostParams::default(), &lease),
+                )
+                .await
                 {
                     tracing::warn!(error = %e, "creating the node lease failed");
                 }
@@ -337,10 +370,10 @@ pub async fn wait_pod_cidr(
     let name = cfg.node_name.as_str();
     loop {
         let t = Target { verb: "get", kind: "Node", namespace: "", name };
-        if let Ok(node) = call(t, cfg.request_timeout, api.get(name)).await {
-            if let Some(cidr) = pod_cidr(&node) {
-                return Some(cidr);
-            }
+        if let Ok(node) = call(t, cfg.request_timeout, api.get(name)).await
+            && let Some(cidr) = pod_cidr(&node)
+        {
+            return Some(cidr);
         }
         tokio::select! {
             _ = cancel.cancelled() => return None,
@@ -358,7 +391,12 @@ mod tests {
     }
 
     fn machine() -> MachineInfo {
-        MachineInfo { cpus: 2, memory_bytes: 4 << 30, ephemeral_storage_bytes: 10 << 30, ..Default::default() }
+        MachineInfo {
+            cpus: 2,
+            memory_bytes: 4 << 30,
+            ephemeral_storage_bytes: 10 << 30,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -370,7 +408,10 @@ mod tests {
         let labels = node.metadata.labels.as_ref().unwrap();
         assert_eq!(labels["kubernetes.io/hostname"], "n1");
         assert_eq!(labels["node-role.kubernetes.io/control-plane"], "true");
-        assert_eq!(node.metadata.annotations.as_ref().unwrap()[LOCAL_PATH_DIR_ANNOTATION], "/tmp/x/storage");
+        assert_eq!(
+            node.metadata.annotations.as_ref().unwrap()[LOCAL_PATH_DIR_ANNOTATION],
+            "/tmp/x/storage"
+        );
         let st = node.status.unwrap();
         let cap = st.capacity.unwrap();
         assert_eq!(cap["cpu"].0, "2");
@@ -388,7 +429,10 @@ mod tests {
         let t1 = ts("2026-01-01T00:01:00Z");
         let first = conditions(&Readiness::NotReady("waiting for a pod CIDR".into()), &[], t0);
         let ready = first.iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!((ready.status.as_str(), ready.message.as_deref()), ("False", Some("waiting for a pod CIDR")));
+        assert_eq!(
+            (ready.status.as_str(), ready.message.as_deref()),
+            ("False", Some("waiting for a pod CIDR"))
+        );
         let second = conditions(&Readiness::Ready, &first, t1);
         for c in &second {
             let want = if c.type_ == "Ready" { t1 } else { t0 };
@@ -396,6 +440,9 @@ mod tests {
         }
         let down = conditions(&Readiness::ShuttingDown, &second, t1);
         let ready = down.iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!((ready.status.as_str(), ready.message.as_deref()), ("False", Some("node is shutting down")));
+        assert_eq!(
+            (ready.status.as_str(), ready.message.as_deref()),
+            ("False", Some("node is shutting down"))
+        );
     }
 }

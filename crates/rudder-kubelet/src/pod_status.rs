@@ -88,9 +88,8 @@ fn container_status(
     let waiting = input.waiting.get(&spec.name);
     match latest {
         None => {
-            let (reason, message) = waiting
-                .cloned()
-                .unwrap_or_else(|| (default_waiting.to_owned(), String::new()));
+            let (reason, message) =
+                waiting.cloned().unwrap_or_else(|| (default_waiting.to_owned(), String::new()));
             st.state = Some(waiting_state(&reason, &message));
         }
         Some(c) => {
@@ -99,22 +98,30 @@ fn container_status(
             match c.state {
                 ContainerState::Running => {
                     st.state = Some(KState {
-                        running: Some(ContainerStateRunning { started_at: ts_of_ns(c.started_at_ns) }),
+                        running: Some(ContainerStateRunning {
+                            started_at: ts_of_ns(c.started_at_ns),
+                        }),
                         ..KState::default()
                     });
                     st.started = Some((input.started)(c));
                     st.ready = st.started == Some(true) && (input.ready)(c);
-                    st.last_state = previous.map(|p| KState { terminated: Some(terminated(p)), ..KState::default() });
+                    st.last_state = previous
+                        .map(|p| KState { terminated: Some(terminated(p)), ..KState::default() });
                 }
                 ContainerState::Exited => {
                     // Waiting to be restarted (back-off, pull) shows as waiting with the
                     // exit as lastState, as upstream.
                     if let Some((reason, message)) = waiting {
                         st.state = Some(waiting_state(reason, message));
-                        st.last_state = Some(KState { terminated: Some(terminated(c)), ..KState::default() });
+                        st.last_state =
+                            Some(KState { terminated: Some(terminated(c)), ..KState::default() });
                     } else {
-                        st.state = Some(KState { terminated: Some(terminated(c)), ..KState::default() });
-                        st.last_state = previous.map(|p| KState { terminated: Some(terminated(p)), ..KState::default() });
+                        st.state =
+                            Some(KState { terminated: Some(terminated(c)), ..KState::default() });
+                        st.last_state = previous.map(|p| KState {
+                            terminated: Some(terminated(p)),
+                            ..KState::default()
+                        });
                     }
                 }
                 ContainerState::Created | ContainerState::Unknown => {
@@ -122,7 +129,8 @@ fn container_status(
                         .cloned()
                         .unwrap_or_else(|| ("ContainerCreating".to_owned(), String::new()));
                     st.state = Some(waiting_state(&reason, &message));
-                    st.last_state = previous.map(|p| KState { terminated: Some(terminated(p)), ..KState::default() });
+                    st.last_state = previous
+                        .map(|p| KState { terminated: Some(terminated(p)), ..KState::default() });
                 }
             }
         }
@@ -151,7 +159,11 @@ pub fn phase(pod: &Pod, init_done: bool, init_failed: bool, statuses: &[KStatus]
             }
         } else if s.last_state.as_ref().is_some_and(|l| l.terminated.is_some()) {
             stopped += 1;
-            let ok = s.last_state.as_ref().and_then(|l| l.terminated.as_ref()).is_some_and(|t| t.exit_code == 0);
+            let ok = s
+                .last_state
+                .as_ref()
+                .and_then(|l| l.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0);
             if ok {
                 succeeded += 1;
             }
@@ -221,7 +233,10 @@ pub fn qos_class(pod: &Pod) -> &'static str {
                 any = true;
             }
             let same = match (&l, &q) {
-                (Some(l), Some(q)) => rudder_api::quantity::parse_milli(l).ok() == rudder_api::quantity::parse_milli(q).ok(),
+                (Some(l), Some(q)) => {
+                    rudder_api::quantity::parse_milli(l).ok()
+                        == rudder_api::quantity::parse_milli(q).ok()
+                }
                 _ => false,
             };
             if !same {
@@ -250,9 +265,10 @@ pub fn generate(input: &StatusInput<'_>) -> PodStatus {
         .iter()
         .map(|c| {
             let h = history(&c.name);
-            let st = container_status(c, &h, input, if init_done { "PodInitializing" } else { "PodInitializing" });
+            let st = container_status(c, &h, input, "PodInitializing");
             let latest = h.first();
-            let succeeded = latest.is_some_and(|l| l.state == ContainerState::Exited && l.exit_code == 0);
+            let succeeded =
+                latest.is_some_and(|l| l.state == ContainerState::Exited && l.exit_code == 0);
             if latest.is_some_and(|l| l.state == ContainerState::Exited && l.exit_code != 0) {
                 init_failed = true;
             }
@@ -270,8 +286,10 @@ pub fn generate(input: &StatusInput<'_>) -> PodStatus {
         init_failed = false;
     }
     let app_waiting = if init_done { "ContainerCreating" } else { "PodInitializing" };
-    let statuses: Vec<KStatus> =
-        app_containers(pod).iter().map(|c| container_status(c, &history(&c.name), input, app_waiting)).collect();
+    let statuses: Vec<KStatus> = app_containers(pod)
+        .iter()
+        .map(|c| container_status(c, &history(&c.name), input, app_waiting))
+        .collect();
 
     let (phase, reason, message) = match input.terminal_override {
         Some((p, r, m)) => (p.to_owned(), Some(r.to_owned()), Some(m.to_owned())),
@@ -289,17 +307,11 @@ pub fn generate(input: &StatusInput<'_>) -> PodStatus {
 
     let unready: Vec<String> =
         statuses.iter().filter(|s| !s.ready).map(|s| s.name.clone()).collect();
-    let gates_ok = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.readiness_gates.as_ref())
-        .into_iter()
-        .flatten()
-        .all(|g| {
-            pod.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == g.condition_type && c.status == "True"))
+    let gates_ok =
+        pod.spec.as_ref().and_then(|s| s.readiness_gates.as_ref()).into_iter().flatten().all(|g| {
+            pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+                cs.iter().any(|c| c.type_ == g.condition_type && c.status == "True")
+            })
         });
     let containers_ready = unready.is_empty() && !terminal;
     let (ready_reason, ready_message) = if terminal {
@@ -312,7 +324,14 @@ pub fn generate(input: &StatusInput<'_>) -> PodStatus {
     };
     let now = input.now;
     let mut conditions = vec![
-        condition(pod, "PodReadyToStartContainers", input.sandbox_ready && !terminal, None, None, now),
+        condition(
+            pod,
+            "PodReadyToStartContainers",
+            input.sandbox_ready && !terminal,
+            None,
+            None,
+            now,
+        ),
         condition(
             pod,
             "Initialized",
@@ -321,7 +340,14 @@ pub fn generate(input: &StatusInput<'_>) -> PodStatus {
             Some(format!("containers with incomplete status: [{}]", incomplete_init.join(" "))),
             now,
         ),
-        condition(pod, "Ready", containers_ready && gates_ok, ready_reason.clone(), ready_message.clone(), now),
+        condition(
+            pod,
+            "Ready",
+            containers_ready && gates_ok,
+            ready_reason.clone(),
+            ready_message.clone(),
+            now,
+        ),
         condition(pod, "ContainersReady", containers_ready, ready_reason, ready_message, now),
     ];
     if terminal {

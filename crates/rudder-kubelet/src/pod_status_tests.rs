@@ -47,11 +47,20 @@ fn running_and_ready() {
 #[test]
 fn crash_loop_shows_waiting_with_last_state() {
     let p = pod(json!({"containers": [{"name": "a"}]}));
-    let waiting: Waiting = [("a".to_owned(), ("CrashLoopBackOff".to_owned(), "back-off 10s".to_owned()))].into();
-    let s = status_of(&p, &[ctr("a", 1, ContainerState::Exited, 1), ctr("a", 0, ContainerState::Exited, 1)], &waiting, false);
+    let waiting: Waiting =
+        [("a".to_owned(), ("CrashLoopBackOff".to_owned(), "back-off 10s".to_owned()))].into();
+    let s = status_of(
+        &p,
+        &[ctr("a", 1, ContainerState::Exited, 1), ctr("a", 0, ContainerState::Exited, 1)],
+        &waiting,
+        false,
+    );
     let cs = &s.container_statuses.as_ref().unwrap()[0];
     assert_eq!(cs.restart_count, 1);
-    assert_eq!(cs.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(), Some("CrashLoopBackOff"));
+    assert_eq!(
+        cs.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(),
+        Some("CrashLoopBackOff")
+    );
     assert_eq!(cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code, 1);
     assert_eq!(s.phase.as_deref(), Some("Running"), "Always with a stopped container is Running");
 }
@@ -65,7 +74,8 @@ fn phases_of_finished_pods() {
     let s = status_of(&never, &[ctr("a", 0, ContainerState::Exited, 2)], &Waiting::new(), false);
     assert_eq!(s.phase.as_deref(), Some("Failed"));
     let on_failure = pod(json!({"restartPolicy": "OnFailure", "containers": [{"name": "a"}]}));
-    let s = status_of(&on_failure, &[ctr("a", 0, ContainerState::Exited, 2)], &Waiting::new(), false);
+    let s =
+        status_of(&on_failure, &[ctr("a", 0, ContainerState::Exited, 2)], &Waiting::new(), false);
     assert_eq!(s.phase.as_deref(), Some("Running"));
     let fresh = pod(json!({"containers": [{"name": "a"}]}));
     let s = status_of(&fresh, &[], &Waiting::new(), false);
@@ -82,17 +92,25 @@ fn init_containers_gate_the_pod() {
     let init = cond(&s, "Initialized");
     assert_eq!(init.message.as_deref(), Some("containers with incomplete status: [i]"));
     let app = &s.container_statuses.as_ref().unwrap()[0];
-    assert_eq!(app.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(), Some("PodInitializing"));
-    let never = pod(json!({"restartPolicy": "Never", "initContainers": [{"name": "i"}], "containers": [{"name": "a"}]}));
+    assert_eq!(
+        app.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(),
+        Some("PodInitializing")
+    );
+    let never = pod(
+        json!({"restartPolicy": "Never", "initContainers": [{"name": "i"}], "containers": [{"name": "a"}]}),
+    );
     let s = status_of(&never, &[ctr("i", 0, ContainerState::Exited, 1)], &Waiting::new(), false);
     assert_eq!(s.phase.as_deref(), Some("Failed"));
 }
 
 #[test]
 fn qos_classes() {
-    let guaranteed = pod(json!({"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}));
+    let guaranteed = pod(
+        json!({"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}),
+    );
     assert_eq!(qos_class(&guaranteed), "Guaranteed");
-    let burstable = pod(json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "100m"}}}]}));
+    let burstable =
+        pod(json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "100m"}}}]}));
     assert_eq!(qos_class(&burstable), "Burstable");
 }
 
@@ -102,8 +120,18 @@ fn transition_times_are_kept_when_nothing_changes() {
     let earlier: Timestamp = "2025-06-01T00:00:00Z".parse().unwrap();
     p.status = Some(PodStatus {
         conditions: Some(vec![
-            PodCondition { type_: "PodScheduled".into(), status: "True".into(), last_transition_time: Some(Time(earlier)), ..Default::default() },
-            PodCondition { type_: "Ready".into(), status: "True".into(), last_transition_time: Some(Time(earlier)), ..Default::default() },
+            PodCondition {
+                type_: "PodScheduled".into(),
+                status: "True".into(),
+                last_transition_time: Some(Time(earlier)),
+                ..Default::default()
+            },
+            PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                last_transition_time: Some(Time(earlier)),
+                ..Default::default()
+            },
         ]),
         ..Default::default()
     });

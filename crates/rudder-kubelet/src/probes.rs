@@ -151,7 +151,13 @@ impl Probes {
     }
 
     /// Makes the probe tasks match the pod's running containers: `(spec, container id)`.
-    pub fn sync(&self, pod: &Arc<Pod>, host: &str, running: &[(Container, String)], wake: &Arc<Notify>) {
+    pub fn sync(
+        &self,
+        pod: &Arc<Pod>,
+        host: &str,
+        running: &[(Container, String)],
+        wake: &Arc<Notify>,
+    ) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let mut inner = self.lock();
         let keep: HashSet<&str> = running.iter().map(|(_, id)| id.as_str()).collect();
@@ -175,7 +181,10 @@ impl Probes {
             }
             let token = CancellationToken::new();
             inner.workers.entry(uid.clone()).or_default().insert(id.clone(), token.clone());
-            inner.results.insert(id.clone(), State { started: c.startup_probe.is_none(), ..State::default() });
+            inner.results.insert(
+                id.clone(),
+                State { started: c.startup_probe.is_none(), ..State::default() },
+            );
             for (kind, probe) in [
                 (Kind::Startup, &c.startup_probe),
                 (Kind::Liveness, &c.liveness_probe),
@@ -239,10 +248,17 @@ struct Worker {
 
 impl Worker {
     async fn attempt(&self, t: &Timing) -> handlers::Outcome {
-        let target = Target { container: &self.container, container_id: &self.id, host: &self.host };
+        let target =
+            Target { container: &self.container, container_id: &self.id, host: &self.host };
         let p = &self.probe;
         if let Some(e) = &p.exec {
-            handlers::exec(&*self.probes.runtime, &target, e.command.as_deref().unwrap_or(&[]), t.timeout).await
+            handlers::exec(
+                &*self.probes.runtime,
+                &target,
+                e.command.as_deref().unwrap_or(&[]),
+                t.timeout,
+            )
+            .await
         } else if let Some(h) = &p.http_get {
             handlers::http_get(&target, h, t.timeout).await
         } else if let Some(s) = &p.tcp_socket {
@@ -270,11 +286,17 @@ impl Worker {
             if !gated {
                 let outcome = self.attempt(&t).await;
                 if let Err(msg) = &outcome {
-                    self.event(EventType::Warning, "Unhealthy", format!("{} probe failed: {msg}", self.kind.name()));
+                    self.event(
+                        EventType::Warning,
+                        "Unhealthy",
+                        format!("{} probe failed: {msg}", self.kind.name()),
+                    );
                 }
                 if let Some(state) = counter.record(outcome.is_ok(), &t) {
                     match (self.kind, state) {
-                        (Kind::Readiness, ready) => self.probes.update(&self.id, |s| s.ready = ready),
+                        (Kind::Readiness, ready) => {
+                            self.probes.update(&self.id, |s| s.ready = ready)
+                        }
                         (Kind::Startup, true) => {
                             self.probes.update(&self.id, |s| s.started = true);
                             self.wake.notify_one();
@@ -310,7 +332,10 @@ mod tests {
 
     #[test]
     fn thresholds_decide_flips() {
-        let p: Probe = serde_json::from_value(serde_json::json!({"successThreshold": 2, "failureThreshold": 2})).unwrap();
+        let p: Probe = serde_json::from_value(
+            serde_json::json!({"successThreshold": 2, "failureThreshold": 2}),
+        )
+        .unwrap();
         let t = timing(&p);
         assert_eq!((t.period, t.timeout), (Duration::from_secs(10), Duration::from_secs(1)));
         let mut c = Counter::new(None);

@@ -89,7 +89,12 @@ pub fn sandbox_config(cfg: &KubeletConfig, pod: &Pod, attempt: u32) -> PodSandbo
     let mut labels = pod_labels(pod);
     labels.extend(pod.metadata.labels.clone().unwrap_or_default());
     PodSandboxConfig {
-        metadata: PodSandboxMetadata { name: name.to_owned(), namespace: ns.to_owned(), uid: uid.to_owned(), attempt },
+        metadata: PodSandboxMetadata {
+            name: name.to_owned(),
+            namespace: ns.to_owned(),
+            uid: uid.to_owned(),
+            attempt,
+        },
         hostname,
         subdomain: spec.and_then(|s| s.subdomain.clone()),
         cluster_domain: cfg.cluster_domain.clone(),
@@ -98,7 +103,10 @@ pub fn sandbox_config(cfg: &KubeletConfig, pod: &Pod, attempt: u32) -> PodSandbo
             .and_then(|s| s.host_aliases.as_ref())
             .into_iter()
             .flatten()
-            .map(|a| HostAlias { ip: a.ip.clone(), hostnames: a.hostnames.clone().unwrap_or_default() })
+            .map(|a| HostAlias {
+                ip: a.ip.clone(),
+                hostnames: a.hostnames.clone().unwrap_or_default(),
+            })
             .collect(),
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
         log_directory: Some(pod_log_dir(cfg, pod)),
@@ -118,7 +126,11 @@ fn milli(q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>) ->
 pub fn resources(pod: &Pod, c: &Container, node_memory_bytes: u64) -> LinuxResources {
     let r = c.resources.as_ref();
     let get = |which: &str, res: &str| {
-        let m = if which == "limits" { r.and_then(|r| r.limits.as_ref()) } else { r.and_then(|r| r.requests.as_ref()) };
+        let m = if which == "limits" {
+            r.and_then(|r| r.limits.as_ref())
+        } else {
+            r.and_then(|r| r.requests.as_ref())
+        };
         milli(m.and_then(|m| m.get(res)))
     };
     let cpu_limit = get("limits", "cpu");
@@ -131,7 +143,10 @@ pub fn resources(pod: &Pod, c: &Container, node_memory_bytes: u64) -> LinuxResou
         "BestEffort" => 1000,
         _ => {
             let req = mem_request.unwrap_or(0).max(0) as u64;
-            let score = if node_memory_bytes == 0 { 999 } else { 1000 - (1000 * req / node_memory_bytes) as i64 };
+            let score = (1000 * req)
+                .checked_div(node_memory_bytes)
+                .map(|share| 1000 - share as i64)
+                .unwrap_or(999);
             score.clamp(2, 999)
         }
     };
@@ -151,8 +166,14 @@ pub fn security(pod: &Pod, c: &Container) -> SecurityContext {
     let caps = sc.and_then(|s| s.capabilities.as_ref());
     SecurityContext {
         privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
-        run_as_user: sc.and_then(|s| s.run_as_user).or(psc.and_then(|p| p.run_as_user)).map(|u| u as u32),
-        run_as_group: sc.and_then(|s| s.run_as_group).or(psc.and_then(|p| p.run_as_group)).map(|g| g as u32),
+        run_as_user: sc
+            .and_then(|s| s.run_as_user)
+            .or(psc.and_then(|p| p.run_as_user))
+            .map(|u| u as u32),
+        run_as_group: sc
+            .and_then(|s| s.run_as_group)
+            .or(psc.and_then(|p| p.run_as_group))
+            .map(|g| g as u32),
         read_only_rootfs: sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
         capabilities_add: caps.and_then(|c| c.add.clone()).unwrap_or_default(),
         capabilities_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
@@ -225,13 +246,21 @@ mod tests {
         let p = pod(json!({"containers": [{"name": "a"}]}));
         let d = dns_config(&cfg(), &p);
         assert_eq!(d.servers, vec!["10.43.0.10"]);
-        assert_eq!(d.searches, vec!["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]);
+        assert_eq!(
+            d.searches,
+            vec!["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+        );
         assert_eq!(d.options, vec!["ndots:5"]);
         let host = pod(json!({"hostNetwork": true, "containers": [{"name": "a"}]}));
         assert_eq!(dns_config(&cfg(), &host), DnsConfig::default());
-        let none = pod(json!({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["1.1.1.1"], "options": [{"name": "ndots", "value": "2"}]}, "containers": [{"name": "a"}]}));
+        let none = pod(
+            json!({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["1.1.1.1"], "options": [{"name": "ndots", "value": "2"}]}, "containers": [{"name": "a"}]}),
+        );
         let d = dns_config(&cfg(), &none);
-        assert_eq!((d.servers, d.options), (vec!["1.1.1.1".to_owned()], vec!["ndots:2".to_owned()]));
+        assert_eq!(
+            (d.servers, d.options),
+            (vec!["1.1.1.1".to_owned()], vec!["ndots:2".to_owned()])
+        );
     }
 
     #[test]
@@ -246,7 +275,9 @@ mod tests {
 
     #[test]
     fn resources_become_cgroup_settings() {
-        let p = pod(json!({"containers": [{"name": "a", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}]}));
+        let p = pod(
+            json!({"containers": [{"name": "a", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}]}),
+        );
         let c = &p.spec.as_ref().unwrap().containers[0];
         let r = resources(&p, c, 1 << 30);
         assert_eq!(r.cpu_shares, Some(512));
@@ -255,7 +286,10 @@ mod tests {
         assert_eq!(r.oom_score_adj, Some(-997));
         let b = pod(json!({"containers": [{"name": "a"}]}));
         let r = resources(&b, &b.spec.as_ref().unwrap().containers[0], 1 << 30);
-        assert_eq!((r.cpu_shares, r.oom_score_adj, r.memory_limit_bytes), (Some(2), Some(1000), None));
+        assert_eq!(
+            (r.cpu_shares, r.oom_score_adj, r.memory_limit_bytes),
+            (Some(2), Some(1000), None)
+        );
     }
 
     #[test]

@@ -44,7 +44,14 @@ impl Shared {
 
     /// An event about a pod, or about one of its containers when `container` is given
     /// (upstream's fieldPath `spec.containers{name}` / `spec.initContainers{name}`).
-    pub fn event(&self, pod: &Pod, container: Option<(&str, bool)>, kind: EventType, reason: &str, message: String) {
+    pub fn event(
+        &self,
+        pod: &Pod,
+        container: Option<(&str, bool)>,
+        kind: EventType,
+        reason: &str,
+        message: String,
+    ) {
         let mut r = object_reference(pod);
         if let Some((name, init)) = container {
             let field = if init { "initContainers" } else { "containers" };

@@ -96,12 +96,26 @@ impl StatusWriter {
             for (uid, p) in batch {
                 let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace);
                 let patch = serde_json::json!({ "metadata": { "uid": uid }, "status": p.status });
-                let t = Target { verb: "patch status", kind: "Pod", namespace: &p.namespace, name: &p.name };
-                match call(t, timeout, api.patch_status(&p.name, &PatchParams::default(), &Patch::Merge(&patch))).await {
+                let t = Target {
+                    verb: "patch status",
+                    kind: "Pod",
+                    namespace: &p.namespace,
+                    name: &p.name,
+                };
+                match call(
+                    t,
+                    timeout,
+                    api.patch_status(&p.name, &PatchParams::default(), &Patch::Merge(&patch)),
+                )
+                .await
+                {
                     Ok(_) => {
                         self.lock().written.insert(uid, p.status);
                     }
-                    Err(e) if e.status().is_some_and(|s| s.code == 404 || s.code == 409 || s.code == 422) => {
+                    Err(e)
+                        if e.status()
+                            .is_some_and(|s| s.code == 404 || s.code == 409 || s.code == 422) =>
+                    {
                         tracing::debug!(error = %e, "pod status not written: the pod is gone or was replaced");
                     }
                     Err(e) => {

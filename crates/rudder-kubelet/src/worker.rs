@@ -29,7 +29,9 @@ const RETRY: Duration = Duration::from_secs(2);
 pub enum Mode {
     Run,
     /// Node shutdown: stop the pod within `grace` and report it Failed, without deleting it.
-    Shutdown { grace: Duration },
+    Shutdown {
+        grace: Duration,
+    },
 }
 
 pub struct PodWorker {
@@ -97,7 +99,15 @@ impl PodWorker {
                     let grace = grace.min(Duration::from_secs(grace_of(&p) as u64));
                     self.terminate(&p, grace).await;
                     if !is_terminal(&p) {
-                        self.report(&p, Some(("Failed", "Terminated", "Pod was terminated in response to imminent node shutdown."))).await;
+                        self.report(
+                            &p,
+                            Some((
+                                "Failed",
+                                "Terminated",
+                                "Pod was terminated in response to imminent node shutdown.",
+                            )),
+                        )
+                        .await;
                     }
                     return;
                 }
@@ -159,7 +169,9 @@ impl PodWorker {
 
         if let Some(deadline) = self.active_deadline_passed(pod) {
             self.terminate(pod, Duration::from_secs(grace_of(pod) as u64)).await;
-            let msg = format!("Pod was active on the node longer than the specified deadline ({deadline}s)");
+            let msg = format!(
+                "Pod was active on the node longer than the specified deadline ({deadline}s)"
+            );
             self.shared.event(pod, None, EventType::Normal, "DeadlineExceeded", msg.clone());
             self.report(pod, Some(("Failed", "DeadlineExceeded", &msg))).await;
             return next;
@@ -172,7 +184,8 @@ impl PodWorker {
 
         // Volumes are ready before any container starts (and refreshed now and then).
         if self.volumes.is_none() || (plan.create_sandbox && !plan.start.is_empty()) {
-            match self.shared.volumes.setup(pod, &*self.shared.source, &self.shared.node_info).await {
+            match self.shared.volumes.setup(pod, &*self.shared.source, &self.shared.node_info).await
+            {
                 Ok(v) => self.volumes = Some(v),
                 Err(e) => {
                     self.shared.event(pod, None, EventType::Warning, "FailedMount", e.to_string());
@@ -192,7 +205,8 @@ impl PodWorker {
             for old in &sandboxes {
                 let _ = self.shared.runtime.remove_pod_sandbox(&old.id).await;
             }
-            let config = runtime_config::sandbox_config(&self.shared.cfg, pod, plan.sandbox_attempt);
+            let config =
+                runtime_config::sandbox_config(&self.shared.cfg, pod, plan.sandbox_attempt);
             match self.shared.runtime.run_pod_sandbox(&config).await {
                 Ok(id) => match self.shared.runtime.pod_sandbox_status(&id).await {
                     Ok(s) => sandbox = Some(s),
@@ -229,7 +243,8 @@ impl PodWorker {
                 let now = self.shared.now_ms();
                 let previous = history.get(start.name.as_str()).and_then(|v| v.first().copied());
                 if let Some(p) = previous {
-                    let ran = Duration::from_nanos((p.finished_at_ns - p.started_at_ns).max(0) as u64);
+                    let ran =
+                        Duration::from_nanos((p.finished_at_ns - p.started_at_ns).max(0) as u64);
                     if ran >= self.shared.cfg.backoff_reset {
                         self.shared.crash_backoff().reset(&key);
                     }
@@ -244,13 +259,16 @@ impl PodWorker {
                         pod.metadata.name.as_deref().unwrap_or(""),
                         pod.metadata.namespace.as_deref().unwrap_or(""),
                     );
-                    if self.waiting.get(&start.name).map(|w| w.0.as_str()) != Some("CrashLoopBackOff") {
+                    if self.waiting.get(&start.name).map(|w| w.0.as_str())
+                        != Some("CrashLoopBackOff")
+                    {
                         self.shared.event(
                             pod,
                             Some((&start.name, start.init)),
                             EventType::Warning,
                             "BackOff",
-                            "Back-off restarting failed container".to_owned() + &format!(" {} in pod {}", start.name, pod_ref(pod)),
+                            "Back-off restarting failed container".to_owned()
+                                + &format!(" {} in pod {}", start.name, pod_ref(pod)),
                         );
                     }
                     self.waiting.insert(start.name.clone(), ("CrashLoopBackOff".into(), msg));
@@ -365,10 +383,10 @@ impl PodWorker {
                 _ => format!("Stopping container {name}"),
             };
             self.shared.event(pod, Some((name, init)), EventType::Normal, "Killing", msg);
-            if let Some(spec) = pod_status::specs(pod).get(name.as_str()).map(|(c, _)| (*c).clone()) {
-                if let Some(c) = containers.iter().find(|c| &c.id == id) {
-                    self.pre_stop(pod, &spec, c, Duration::from_secs(grace)).await;
-                }
+            if let Some(spec) = pod_status::specs(pod).get(name.as_str()).map(|(c, _)| (*c).clone())
+                && let Some(c) = containers.iter().find(|c| &c.id == id)
+            {
+                self.pre_stop(pod, &spec, c, Duration::from_secs(grace)).await;
             }
             if let Err(e) = self.shared.runtime.stop_container(id, grace).await {
                 tracing::warn!(error = %e, container = %id, "stopping a container failed");
@@ -407,18 +425,19 @@ impl PodWorker {
 
         let services = {
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-            let mut v: Vec<_> = sh.services.list_namespace(ns).iter().map(|s| (**s).clone()).collect();
-            if ns != "default" {
-                if let Some(k) = sh.services.get("default", "kubernetes") {
-                    v.push((*k).clone());
-                }
+            let mut v: Vec<_> =
+                sh.services.list_namespace(ns).iter().map(|s| (**s).clone()).collect();
+            if ns != "default"
+                && let Some(k) = sh.services.get("default", "kubernetes")
+            {
+                v.push((*k).clone());
             }
             v
         };
         let env_ctx = EnvContext {
             node_name: sh.cfg.node_name.clone(),
             host_ips: vec![sh.cfg.node_ip.to_string()],
-            pod_ips: (!pod_ip.is_empty()).then(|| vec![pod_ip.to_owned()]).unwrap_or_default(),
+            pod_ips: if !pod_ip.is_empty() { vec![pod_ip.to_owned()] } else { Default::default() },
             services,
             allocatable: sh.node_info.allocatable.clone(),
         };
@@ -426,12 +445,21 @@ impl PodWorker {
             sh.event(pod, who, EventType::Warning, "Failed", format!("Error: {msg}"));
             ("CreateContainerConfigError".to_owned(), msg, RETRY)
         };
-        let env = container_env(pod, spec, &*sh.source, &env_ctx).await.map_err(|e| config_error(e.to_string()))?;
+        let env = container_env(pod, spec, &*sh.source, &env_ctx)
+            .await
+            .map_err(|e| config_error(e.to_string()))?;
         for skipped in &env.skipped {
-            sh.event(pod, None, EventType::Warning, rudder_kubelet_inputs::env::INVALID_ENV_NAMES_REASON, skipped.event_message());
+            sh.event(
+                pod,
+                None,
+                EventType::Warning,
+                rudder_kubelet_inputs::env::INVALID_ENV_NAMES_REASON,
+                skipped.event_message(),
+            );
         }
         let volumes = self.volumes.clone().unwrap_or_default();
-        let mounts = volumes.mounts_for(spec, &env.vars).map_err(|e| config_error(e.to_string()))?;
+        let mounts =
+            volumes.mounts_for(spec, &env.vars).map_err(|e| config_error(e.to_string()))?;
         let command = expand_command(spec.command.as_deref().unwrap_or(&[]), &env.vars);
         let args = expand_command(spec.args.as_deref().unwrap_or(&[]), &env.vars);
         let config = runtime_config::container_config(
@@ -446,19 +474,33 @@ impl PodWorker {
             sh.node_memory_bytes,
         );
         let sandbox_config = runtime_config::sandbox_config(&sh.cfg, pod, sandbox.metadata.attempt);
-        let id = sh.runtime.create_container(&sandbox.id, &config, &sandbox_config).await.map_err(|e| {
-            let msg = e.to_string();
-            sh.event(pod, who, EventType::Warning, "Failed", format!("Error: {msg}"));
-            ("CreateContainerError".to_owned(), msg, RETRY)
-        })?;
-        sh.event(pod, who, EventType::Normal, "Created", format!("Created container: {}", start.name));
+        let id = sh.runtime.create_container(&sandbox.id, &config, &sandbox_config).await.map_err(
+            |e| {
+                let msg = e.to_string();
+                sh.event(pod, who, EventType::Warning, "Failed", format!("Error: {msg}"));
+                ("CreateContainerError".to_owned(), msg, RETRY)
+            },
+        )?;
+        sh.event(
+            pod,
+            who,
+            EventType::Normal,
+            "Created",
+            format!("Created container: {}", start.name),
+        );
         if let Err(e) = sh.runtime.start_container(&id).await {
             let msg = e.to_string();
             sh.event(pod, who, EventType::Warning, "Failed", format!("Error: {msg}"));
             let _ = sh.runtime.remove_container(&id).await;
             return Err(("RunContainerError".to_owned(), msg, RETRY));
         }
-        sh.event(pod, who, EventType::Normal, "Started", format!("Started container {}", start.name));
+        sh.event(
+            pod,
+            who,
+            EventType::Normal,
+            "Started",
+            format!("Started container {}", start.name),
+        );
         // Keep the previous attempt (for `logs --previous`), remove older ones.
         if let Some(old) = history.get(start.name.as_str()) {
             for c in old.iter().filter(|c| c.metadata.attempt + 1 < start.attempt) {
@@ -467,31 +509,60 @@ impl PodWorker {
         }
         if let Some(h) = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
             let target = handlers::Target { container: spec, container_id: &id, host: pod_ip };
-            if let Err(e) = run_hook(&*sh.runtime, h, &target, Duration::from_secs(grace_of(pod).max(1) as u64)).await {
-                sh.event(pod, who, EventType::Warning, "FailedPostStartHook", format!("PostStartHook failed: {e}"));
+            if let Err(e) =
+                run_hook(&*sh.runtime, h, &target, Duration::from_secs(grace_of(pod).max(1) as u64))
+                    .await
+            {
+                sh.event(
+                    pod,
+                    who,
+                    EventType::Warning,
+                    "FailedPostStartHook",
+                    format!("PostStartHook failed: {e}"),
+                );
                 let _ = sh.runtime.stop_container(&id, grace_of(pod) as u64).await;
             }
         }
         Ok(())
     }
 
-    async fn ensure_image(&self, pod: &Pod, spec: &Container, start: &Start, image: &str) -> Result<(), (String, String, Duration)> {
+    async fn ensure_image(
+        &self,
+        pod: &Pod,
+        spec: &Container,
+        start: &Start,
+        image: &str,
+    ) -> Result<(), (String, String, Duration)> {
         let sh = &self.shared;
         let who = Some((start.name.as_str(), start.init));
         let policy = spec.image_pull_policy.clone().unwrap_or_else(|| {
-            let tagged = image.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@'));
-            if !tagged || image.ends_with(":latest") { "Always".into() } else { "IfNotPresent".into() }
+            let tagged = image
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':') || last.contains('@'));
+            if !tagged || image.ends_with(":latest") {
+                "Always".into()
+            } else {
+                "IfNotPresent".into()
+            }
         });
         let present = matches!(sh.runtime.image_status(image).await, Ok(Some(_)));
         match policy.as_str() {
             "Never" if !present => {
-                let msg = format!("Container image \"{image}\" is not present with pull policy of Never");
+                let msg =
+                    format!("Container image \"{image}\" is not present with pull policy of Never");
                 sh.event(pod, who, EventType::Warning, "ErrImageNeverPull", msg.clone());
                 return Err(("ErrImageNeverPull".into(), msg, RETRY * 5));
             }
             "Never" | "IfNotPresent" if present => {
                 if start.attempt == 0 {
-                    sh.event(pod, who, EventType::Normal, "Pulled", format!("Container image \"{image}\" already present on machine"));
+                    sh.event(
+                        pod,
+                        who,
+                        EventType::Normal,
+                        "Pulled",
+                        format!("Container image \"{image}\" already present on machine"),
+                    );
                 }
                 return Ok(());
             }
@@ -539,15 +610,20 @@ impl PodWorker {
     async fn pull_credentials(&self, pod: &Pod) -> Vec<Vec<u8>> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let mut out = Vec::new();
-        for r in pod.spec.as_ref().and_then(|s| s.image_pull_secrets.as_ref()).into_iter().flatten() {
+        for r in pod.spec.as_ref().and_then(|s| s.image_pull_secrets.as_ref()).into_iter().flatten()
+        {
             match self.shared.source.get_secret(ns, &r.name).await {
                 Ok(Some(secret)) => {
                     let data = secret.data.unwrap_or_default();
-                    if let Some(v) = data.get(".dockerconfigjson").or_else(|| data.get(".dockercfg")) {
+                    if let Some(v) =
+                        data.get(".dockerconfigjson").or_else(|| data.get(".dockercfg"))
+                    {
                         out.push(v.0.clone());
                     }
                 }
-                Ok(None) => tracing::warn!(secret = %r.name, "imagePullSecret not found; pulling without it"),
+                Ok(None) => {
+                    tracing::warn!(secret = %r.name, "imagePullSecret not found; pulling without it")
+                }
                 Err(e) => tracing::warn!(error = %e, "reading an imagePullSecret failed"),
             }
         }
@@ -566,7 +642,13 @@ impl PodWorker {
             let spec = specs.get(c.metadata.name.as_str()).map(|(s, init)| ((*s).clone(), *init));
             async move {
                 if let Some((spec, init)) = &spec {
-                    self.shared.event(pod, Some((&spec.name, *init)), EventType::Normal, "Killing", format!("Stopping container {}", spec.name));
+                    self.shared.event(
+                        pod,
+                        Some((&spec.name, *init)),
+                        EventType::Normal,
+                        "Killing",
+                        format!("Stopping container {}", spec.name),
+                    );
                     self.pre_stop(pod, spec, c, grace).await;
                 }
                 let left = deadline.saturating_duration_since(Instant::now()).as_secs();
@@ -613,13 +695,18 @@ impl PodWorker {
         let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), ns);
         let params = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
             ..DeleteParams::default()
         };
         let t = Target { verb: "delete", kind: "Pod", namespace: ns, name };
         match call(t, self.shared.cfg.request_timeout, api.delete(name, &params)).await {
             Ok(_) => self.deleted_sent = true,
-            Err(e) if e.status().is_some_and(|s| s.code == 404 || s.code == 409) => self.deleted_sent = true,
+            Err(e) if e.status().is_some_and(|s| s.code == 404 || s.code == 409) => {
+                self.deleted_sent = true
+            }
             Err(e) => tracing::warn!(error = %e, "deleting the pod failed; retrying"),
         }
         RETRY

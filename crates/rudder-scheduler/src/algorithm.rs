@@ -15,6 +15,7 @@ use crate::pod_info::{NamespaceLabels, PodInfo};
 use crate::scores::{self, ScoreWeights};
 use crate::snapshot::Snapshot;
 use crate::spread::{SpreadFilterState, SpreadScoreState};
+use crate::volumes::{self, VolumeFilterState};
 
 /// Upstream: below this many nodes every node is checked.
 const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
@@ -107,6 +108,8 @@ pub struct CycleState<'a> {
     pub pod: &'a PodInfo,
     pub interpod: Option<InterPodFilterState>,
     pub spread: Option<SpreadFilterState>,
+    /// VolumeBinding's PreFilter: `Err` = the pod fits nowhere (the message says why).
+    pub volumes: Result<Option<VolumeFilterState>, String>,
 }
 
 impl<'a> CycleState<'a> {
@@ -115,6 +118,7 @@ impl<'a> CycleState<'a> {
             pod,
             interpod: InterPodFilterState::compute(pod, snap),
             spread: SpreadFilterState::compute(pod, snap),
+            volumes: volumes::prefilter(pod, snap.volumes.as_ref()),
         }
     }
 }
@@ -133,6 +137,9 @@ pub fn run_filters(
         filters::node_ports(pod, node)?;
     }
     filters::node_resources_fit(pod, node)?;
+    if let Ok(Some(v)) = &state.volumes {
+        v.filter(node)?;
+    }
     if let Some(spread) = &state.spread {
         spread.filter(pod, node)?;
     }
@@ -177,6 +184,8 @@ pub struct Diagnosis {
     pub rejections: Vec<(usize, Rejection)>,
     /// Nodes not checked because the pod's required node affinity names other nodes.
     pub absent: usize,
+    /// A PreFilter rejected the pod for every node (its message replaces the counts).
+    pub pre_filter: Option<String>,
 }
 
 impl Diagnosis {
@@ -192,6 +201,13 @@ impl Diagnosis {
     /// Upstream's FitError message, e.g. `0/3 nodes are available: 3 Insufficient cpu.`,
     /// with ` <post_filter>.` appended when preemption has something to say.
     pub fn message(&self, post_filter: Option<&str>) -> String {
+        if let Some(pre) = &self.pre_filter {
+            let mut msg = format!("0/{} nodes are available: {pre}.", self.num_all_nodes);
+            if let Some(post) = post_filter.filter(|p| !p.is_empty()) {
+                msg.push_str(&format!(" {post}."));
+            }
+            return msg;
+        }
         let reasons = self
             .rejections
             .iter()
@@ -267,6 +283,16 @@ pub fn schedule_pod(
     }
     let ns = &snap.namespaces;
     let state = CycleState::new(pod, snap);
+    if let Err(msg) = &state.volumes {
+        // Every node is rejected alike, and preemption cannot help.
+        let rejection = Rejection::new(Plugin::VolumeBinding, true, msg.clone());
+        return Err(ScheduleError::Unschedulable(Diagnosis {
+            num_all_nodes: all.len(),
+            rejections: all.iter().map(|&slot| (slot, rejection.clone())).collect(),
+            absent: 0,
+            pre_filter: Some(msg.clone()),
+        }));
+    }
     // A preemptor goes back to its nominated node when it fits there now.
     if let Some(slot) = nominated_node.and_then(|n| snap.slot_of(n))
         && filter_node(&state, snap.node(slot), nominated, ns).is_ok()

@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::StorageClass;
 use rudder_client::Context;
 use rudder_client::informer::Change;
 use tokio::sync::mpsc;
@@ -18,13 +19,22 @@ use crate::pod_info::PodInfo;
 pub(crate) enum Input {
     Node(Arc<Node>),
     NodeDeleted(Arc<Node>),
-    Pod { old: Option<Arc<Pod>>, new: Arc<Pod> },
+    Pod {
+        old: Option<Arc<Pod>>,
+        new: Arc<Pod>,
+    },
     PodDeleted(Arc<Pod>),
     PriorityClass(Arc<PriorityClass>),
     PriorityClassDeleted(Arc<PriorityClass>),
     Namespace(Arc<Namespace>),
     NamespaceDeleted(Arc<Namespace>),
-    Bound { pod: Arc<PodInfo>, node: Arc<str>, result: Result<(), String> },
+    Bound {
+        pod: Arc<PodInfo>,
+        node: Arc<str>,
+        result: Result<(), String>,
+    },
+    /// A PersistentVolumeClaim, PersistentVolume or StorageClass changed.
+    Volumes,
 }
 
 pub(crate) const ALL_PLUGINS: u16 = u16::MAX;
@@ -61,6 +71,18 @@ pub(crate) fn register_handlers(ctx: &Context, tx: &mpsc::UnboundedSender<Input>
             Change::Added(p) | Change::Updated { new: p, .. } => Input::PriorityClass(p.clone()),
             Change::Deleted(p) => Input::PriorityClassDeleted(p.clone()),
         });
+    });
+    let t = tx.clone();
+    ctx.informers.get::<PersistentVolumeClaim>().add_handler(move |_: &Change<_>| {
+        let _ = t.send(Input::Volumes);
+    });
+    let t = tx.clone();
+    ctx.informers.get::<PersistentVolume>().add_handler(move |_: &Change<_>| {
+        let _ = t.send(Input::Volumes);
+    });
+    let t = tx.clone();
+    ctx.informers.get::<StorageClass>().add_handler(move |_: &Change<_>| {
+        let _ = t.send(Input::Volumes);
     });
     let t = tx.clone();
     ctx.informers.get::<Namespace>().add_handler(move |c: &Change<Namespace>| {
@@ -111,6 +133,7 @@ pub(crate) fn facts_plugins(old: &NodeFacts, new: &NodeFacts) -> u16 {
     }
     if old.labels != new.labels {
         bits |= Plugin::NodeAffinity.bit()
+            | Plugin::VolumeBinding.bit()
             | Plugin::PodTopologySpread.bit()
             | Plugin::InterPodAffinity.bit();
     }

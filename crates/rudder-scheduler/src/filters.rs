@@ -20,6 +20,7 @@ pub enum Plugin {
     NodeResourcesFit,
     PodTopologySpread,
     InterPodAffinity,
+    VolumeBinding,
 }
 
 impl Plugin {

@@ -25,6 +25,7 @@ pub mod resources;
 pub mod scores;
 pub mod snapshot;
 pub mod spread;
+pub mod volumes;
 
 mod events;
 mod scheduler;

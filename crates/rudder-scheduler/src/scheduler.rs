@@ -28,6 +28,7 @@ use crate::pod_info::{PodInfo, PriorityClasses};
 use crate::preemption::{self, PostFilter};
 use crate::queue::{PodState, SchedulingQueue};
 use crate::snapshot::{NodeChange, Snapshot};
+use crate::volumes::VolumeListers;
 use crate::{SchedulerHandle, Stats};
 
 pub(crate) struct Loop {
@@ -88,11 +89,13 @@ impl Loop {
             informers.get::<Pod>().wait_synced().await;
             informers.get::<PriorityClass>().wait_synced().await;
             informers.get::<Namespace>().wait_synced().await;
+            VolumeListers::new(informers).wait_synced().await;
         };
         tokio::select! {
             _ = synced => {}
             _ = cancel.cancelled() => return,
         }
+        self.snap.volumes = Some(VolumeListers::new(informers));
         // Priorities and namespace labels first, so the pods queued with the first drain
         // see them.
         for pc in informers.get::<PriorityClass>().list() {
@@ -189,6 +192,9 @@ impl Loop {
                 self.snap.namespaces.labels.remove(ns.metadata.name.as_deref().unwrap_or(""));
             }
             Input::Bound { pod, node, result } => self.bound(pod, node, result, now),
+            Input::Volumes => {
+                self.queue.move_unschedulable(Plugin::VolumeBinding.bit(), now);
+            }
         }
     }
 

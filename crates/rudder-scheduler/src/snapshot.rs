@@ -58,6 +58,8 @@ pub struct Snapshot {
     affinity_slots: BTreeSet<usize>,
     anti_affinity_slots: BTreeSet<usize>,
     pub namespaces: NamespaceLabels,
+    /// The PVC/PV/StorageClass caches VolumeBinding reads (none: pods' volumes are not checked).
+    pub volumes: Option<crate::volumes::VolumeListers>,
 }
 
 fn zone_key(node: &NodeInfo) -> String {

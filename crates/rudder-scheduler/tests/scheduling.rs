@@ -285,10 +285,9 @@ async fn an_unschedulable_pod_waits_until_there_is_room() {
          1 Preemption is not helpful for scheduling, 3 No preemption victims found for incoming pod.."
     );
     let freed = node_of(c, "fill-2").await;
-    Api::<Pod>::namespaced(c.clone(), "default")
-        .delete("fill-2", &DeleteParams::default())
-        .await
-        .unwrap();
+    // No kubelet here: a force delete (grace 0) frees the room at once.
+    let force = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+    Api::<Pod>::namespaced(c.clone(), "default").delete("fill-2", &force).await.unwrap();
     assert_eq!(node_of(c, "waiting").await, freed);
 }
 
@@ -311,6 +310,8 @@ async fn higher_priority_pods_preempt_lower_priority_ones() {
     create_node(c, NodeSpec::new("n1", "1")).await;
     let mut victim = pod_json("victim", "800m");
     victim["spec"]["priorityClassName"] = json!("low");
+    // No kubelet here: grace 0 makes the preemption's delete take effect at once.
+    victim["spec"]["terminationGracePeriodSeconds"] = json!(0);
     create_pod(c, victim).await;
     assert_eq!(node_of(c, "victim").await, "n1");
 

@@ -94,6 +94,85 @@ pub async fn release<K: NamespacedObject>(
     write(client, "release", obj, &patch).await
 }
 
+/// Before the first adoption: `owner`, read fresh from the API, is still the same object
+/// (same uid) and not being deleted (upstream's RecheckDeletionTimestamp). `Err` carries the
+/// reason adoption is refused.
+pub async fn recheck_owner<K: NamespacedObject>(client: &Client, owner: &K) -> Result<(), String> {
+    let (api, target) = api_for::<K, K>(client, "get", owner);
+    let fresh = call(target, api.get(target.name)).await.map_err(|e| e.to_string())?;
+    if fresh.meta().uid != owner.meta().uid {
+        return Err(format!(
+            "the original {} {}/{} is gone: got uid {:?}, wanted {:?}",
+            K::KIND,
+            target.namespace,
+            target.name,
+            fresh.meta().uid,
+            owner.meta().uid
+        ));
+    }
+    if fresh.meta().deletion_timestamp.is_some() {
+        return Err(format!(
+            "{} {}/{} has just been deleted",
+            K::KIND,
+            target.namespace,
+            target.name
+        ));
+    }
+    Ok(())
+}
+
+/// The objects of `candidates` that `owner` controls after adopting the orphans `selected`
+/// accepts and releasing the ones it controls that `selected` no longer accepts (upstream's
+/// ClaimObject loop: ClaimPods, ClaimControllerRevisions). The owner is re-read once before
+/// the first adoption. Every object is handled; the errors are returned together.
+pub async fn claim_objects<K: NamespacedObject, O: NamespacedObject>(
+    client: &Client,
+    owner: &K,
+    candidates: Vec<std::sync::Arc<O>>,
+    selected: impl Fn(&O) -> bool,
+) -> Result<Vec<std::sync::Arc<O>>, Error> {
+    let meta = owner.meta();
+    let uid = meta.uid.clone().unwrap_or_default();
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    let deleting = meta.deletion_timestamp.is_some();
+    let mut owned = Vec::with_capacity(candidates.len());
+    let mut errors = Vec::new();
+    let mut can_adopt: Option<Result<(), String>> = None;
+    for obj in candidates {
+        match claim(&uid, &namespace, deleting, obj.meta(), selected(&obj)) {
+            Claim::Owned => owned.push(obj),
+            Claim::Ignore => {}
+            Claim::Release => {
+                if let Err(e) = release(client, &uid, &*obj).await {
+                    errors.push(e);
+                }
+            }
+            Claim::Adopt => {
+                if can_adopt.is_none() {
+                    can_adopt = Some(recheck_owner(client, owner).await);
+                }
+                if let Some(Err(reason)) = &can_adopt {
+                    errors.push(Error::CannotAdopt {
+                        kind: K::KIND,
+                        namespace: namespace.clone(),
+                        name: meta.name.clone().unwrap_or_default(),
+                        reason: reason.clone(),
+                    });
+                    continue;
+                }
+                let reference = rudder_client::objects::controller_reference(owner);
+                match adopt(client, &reference, &*obj).await {
+                    Ok(Some(adopted)) => owned.push(std::sync::Arc::new(adopted)),
+                    Ok(None) => {}
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+    }
+    Error::aggregate(errors)?;
+    Ok(owned)
+}
+
 async fn write<K: NamespacedObject>(
     client: &Client,
     verb: &'static str,

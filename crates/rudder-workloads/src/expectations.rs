@@ -63,6 +63,23 @@ impl Expectations {
         self.records.lock().expect("expectations lock").insert(owner.clone(), record);
     }
 
+    /// Expects `count` creations and the deletion of exactly these pods at once (replacing
+    /// earlier expectations; upstream's SetExpectations, used by controllers that create and
+    /// delete in one round, like the DaemonSet controller).
+    pub fn expect(
+        &self,
+        owner: &ObjectKey,
+        count: usize,
+        pods: impl IntoIterator<Item = ObjectKey>,
+    ) {
+        let record = Record {
+            creations: count as i64,
+            deletions: pods.into_iter().collect(),
+            set_at: self.clock.now(),
+        };
+        self.records.lock().expect("expectations lock").insert(owner.clone(), record);
+    }
+
     /// One expected creation was seen (or will never happen: a create that failed or was
     /// skipped).
     pub fn creation_observed(&self, owner: &ObjectKey) {

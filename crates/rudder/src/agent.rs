@@ -53,7 +53,11 @@ pub fn default_node_ip() -> Ipv4Addr {
         .unwrap_or(Ipv4Addr::LOCALHOST)
 }
 
-fn native_runtime(data_dir: &Path, bridge: &str, pod_cidr: &str) -> anyhow::Result<Arc<dyn Runtime>> {
+fn native_runtime(
+    data_dir: &Path,
+    bridge: &str,
+    pod_cidr: &str,
+) -> anyhow::Result<Arc<dyn Runtime>> {
     let agent = data_dir.join("agent");
     let network = rudder_net::Network::new(rudder_net::NetworkConfig {
         bridge: bridge.to_owned(),
@@ -63,9 +67,15 @@ fn native_runtime(data_dir: &Path, bridge: &str, pod_cidr: &str) -> anyhow::Resu
         ..Default::default()
     })
     .context("pod network")?;
-    let store = Arc::new(ImageStore::open(data_dir.join("images"), StoreOptions::default()).context("image store")?);
+    let store = Arc::new(
+        ImageStore::open(data_dir.join("images"), StoreOptions::default())
+            .context("image store")?,
+    );
     let runtime = NativeRuntime::new(
-        Layout::new(agent.join("runtime"), PathBuf::from("/run/rudder").join(format!("rt-{}", path_tag(data_dir)))),
+        Layout::new(
+            agent.join("runtime"),
+            PathBuf::from("/run/rudder").join(format!("rt-{}", path_tag(data_dir))),
+        ),
         ShimCommand { program: std::env::current_exe()?, prefix_args: vec!["shim".into()] },
         Arc::new(ImageStoreAdapter::new(store)),
         Arc::new(NetworkAdapter::new(network)?),
@@ -93,7 +103,8 @@ pub async fn run(
     shutdown: CancellationToken,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut cfg = KubeletConfig::new(&options.node_name, options.node_ip, options.data_dir.join("agent"));
+    let mut cfg =
+        KubeletConfig::new(&options.node_name, options.node_ip, options.data_dir.join("agent"));
     cfg.port = options.port;
     cfg.cluster_dns = options.cluster_dns.clone();
     cfg.cluster_domain = options.cluster_domain.clone();
@@ -108,6 +119,14 @@ pub async fn run(
                 .map_err(|e| rudder_runtime::RuntimeError::Internal(format!("{e:#}")))
         })
     };
+    // Released local-path volumes of this node are removed here (the node owns the disk).
+    let reclaimer = rudder_pv::localpath::run_node_reclaimer(
+        rudder_client::Context::new(client.clone(), cancel.clone()),
+        options.node_name.clone(),
+        options.data_dir.join("agent/storage"),
+        cancel.clone(),
+    );
+    tokio::spawn(reclaimer);
     let deps = KubeletDeps {
         client,
         clock: Arc::new(rudder_client::SystemClock),

@@ -14,7 +14,7 @@ pub fn spawn_all(
     cancel: &CancellationToken,
 ) {
     use rudder_controllers::{
-        garbagecollector, namespace, nodeipam, nodelifecycle, serviceaccount, tainteviction,
+        garbagecollector, namespace, nodeipam, nodelifecycle, podgc, serviceaccount, tainteviction,
     };
     let c = || (ctx.clone(), cancel.clone());
 
@@ -26,6 +26,22 @@ pub fn spawn_all(
     set.spawn(rudder_workloads::deployment::run(x, Default::default(), k));
 
     let (x, k) = c();
+    set.spawn(rudder_workloads::daemonset::run(x, Default::default(), k));
+    let (x, k) = c();
+    set.spawn(rudder_statefulset::run(x, Default::default(), k));
+    let (x, k) = c();
+    set.spawn(rudder_batch::job::run(x, Default::default(), k));
+    let (x, k) = c();
+    set.spawn(rudder_batch::cronjob::run(x, Default::default(), k));
+    let (x, k) = c();
+    set.spawn(rudder_batch::ttlafterfinished::run(x, Default::default(), k));
+
+    let (x, k) = c();
+    set.spawn(rudder_pv::binder::run(x, Default::default(), k));
+    let (x, k) = c();
+    set.spawn(rudder_pv::localpath::run(x, Default::default(), k));
+
+    let (x, k) = c();
     set.spawn(rudder_endpoints::endpoints::run(x, Default::default(), k));
     let (x, k) = c();
     set.spawn(rudder_endpoints::endpointslice::run(x, Default::default(), k));
@@ -34,6 +50,8 @@ pub fn spawn_all(
     set.spawn(garbagecollector::run(x, Default::default(), k));
     let (x, k) = c();
     set.spawn(namespace::run(x, Default::default(), k));
+    let (x, k) = c();
+    set.spawn(podgc::run(x, Default::default(), k));
     let (x, k) = c();
     set.spawn(serviceaccount::run(x, Default::default(), k));
     let (x, k) = c();

@@ -229,7 +229,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Agent { data_dir, kubeconfig, server, token, node } => {
             if token.is_some() {
-                anyhow::bail!("--token: joining with bootstrap tokens is not supported yet; pass --kubeconfig with a node's kubeconfig");
+                anyhow::bail!(
+                    "--token: joining with bootstrap tokens is not supported yet; pass --kubeconfig with a node's kubeconfig"
+                );
             }
             init_logging("info");
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -256,7 +258,14 @@ fn main() -> anyhow::Result<()> {
                 let (state, _) = tokio::sync::watch::channel(Default::default());
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let cancel = tokio_util::sync::CancellationToken::new();
-                let task = tokio::spawn(agent::run(opts, client, ca, state, shutdown.clone(), cancel.clone()));
+                let task = tokio::spawn(agent::run(
+                    opts,
+                    client,
+                    ca,
+                    state,
+                    shutdown.clone(),
+                    cancel.clone(),
+                ));
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = terminate() => {}

@@ -18,7 +18,8 @@ pub fn user_kubeconfig_path() -> PathBuf {
     {
         return first;
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home =
+        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".kube/config")
 }
 
@@ -37,7 +38,8 @@ pub fn running_pid(data_dir: &Path) -> Option<i32> {
 /// Renames the admin kubeconfig's cluster, user and context to `name` and merges them into
 /// `target` (replacing earlier entries of that name), making it the current context.
 pub fn merge_context(admin_kubeconfig: &str, target: &Path, name: &str) -> anyhow::Result<()> {
-    let mut ours = Kubeconfig::from_yaml(admin_kubeconfig).context("reading the admin kubeconfig")?;
+    let mut ours =
+        Kubeconfig::from_yaml(admin_kubeconfig).context("reading the admin kubeconfig")?;
     for c in &mut ours.clusters {
         c.name = name.to_owned();
     }
@@ -54,7 +56,8 @@ pub fn merge_context(admin_kubeconfig: &str, target: &Path, name: &str) -> anyho
     ours.current_context = Some(name.to_owned());
     let merged = match std::fs::read_to_string(target) {
         Ok(text) if !text.trim().is_empty() => {
-            let mut theirs = Kubeconfig::from_yaml(&text).with_context(|| format!("reading {}", target.display()))?;
+            let mut theirs = Kubeconfig::from_yaml(&text)
+                .with_context(|| format!("reading {}", target.display()))?;
             theirs.clusters.retain(|c| c.name != name);
             theirs.auth_infos.retain(|c| c.name != name);
             theirs.contexts.retain(|c| c.name != name);
@@ -113,15 +116,17 @@ pub async fn up(data_dir: &Path, server_args: &[String], timeout: Duration) -> a
         if running_pid(data_dir).is_none() {
             bail!("rudder server exited; see {}", data_dir.join("rudder.log").display());
         }
-        if let Ok(text) = std::fs::read_to_string(&kubeconfig) {
-            if let Ok(client) = rudder_client::client_from_kubeconfig_text(&text) {
-                if client.apiserver_version().await.is_ok() {
-                    break client;
-                }
-            }
+        if let Ok(text) = std::fs::read_to_string(&kubeconfig)
+            && let Ok(client) = rudder_client::client_from_kubeconfig_text(&text)
+            && client.apiserver_version().await.is_ok()
+        {
+            break client;
         }
         if Instant::now() > deadline {
-            bail!("the API server did not answer within {timeout:?}; see {}", data_dir.join("rudder.log").display());
+            bail!(
+                "the API server did not answer within {timeout:?}; see {}",
+                data_dir.join("rudder.log").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
@@ -148,7 +153,10 @@ pub async fn up(data_dir: &Path, server_args: &[String], timeout: Duration) -> a
             bail!("rudder server exited; see {}", data_dir.join("rudder.log").display());
         }
         if Instant::now() > deadline {
-            bail!("the node did not become Ready within {timeout:?}; see {}", data_dir.join("rudder.log").display());
+            bail!(
+                "the node did not become Ready within {timeout:?}; see {}",
+                data_dir.join("rudder.log").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -188,7 +196,8 @@ pub async fn down(data_dir: &Path, purge: bool, timeout: Duration) -> anyhow::Re
     if purge {
         remove_context(&user_kubeconfig_path(), "rudder")?;
         if data_dir.exists() {
-            std::fs::remove_dir_all(data_dir).with_context(|| format!("removing {}", data_dir.display()))?;
+            std::fs::remove_dir_all(data_dir)
+                .with_context(|| format!("removing {}", data_dir.display()))?;
         }
         println!("✓ state removed ({})", data_dir.display());
     }

@@ -31,6 +31,8 @@ fn pods(server: &Server, selector: &str) -> BTreeMap<String, (String, bool, Stri
         .as_array()
         .unwrap()
         .iter()
+        // Pods evicted from a dead node stay Terminating until it comes back (as upstream).
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
         .map(|p| {
             let name = p["metadata"]["name"].as_str().unwrap().to_owned();
             let node = p["spec"]["nodeName"].as_str().unwrap_or("").to_owned();

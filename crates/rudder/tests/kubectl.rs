@@ -775,6 +775,11 @@ fn pod_binding_and_eviction() {
     s.kubectl(&["delete", "pdb", "keep-a"]);
     let evicted = post("/api/v1/namespaces/default/pods/a/eviction", eviction);
     assert!(evicted.status.success(), "{}", String::from_utf8_lossy(&evicted.stderr));
+    // node-1 has no kubelet to finish the graceful deletion: the pod stays Terminating, as
+    // upstream; a force delete removes it.
+    let ts = s.kubectl(&["get", "pod", "a", "-o", "jsonpath={.metadata.deletionTimestamp}"]);
+    assert!(!ts.is_empty(), "evicted pod has a deletionTimestamp");
+    s.kubectl(&["delete", "pod", "a", "--grace-period=0", "--force"]);
     let err = s.kubectl_fails(&["get", "pod", "a"], None);
     assert!(err.contains("pods \"a\" not found"), "{err}");
 }

@@ -68,11 +68,15 @@ spec:
         text.contains("UTC").then_some(text)
     });
     assert!(page.lines().count() >= 1, "{page}");
-    let ready = node.field(&["pod", "volume-example"], "{.status.conditions[?(@.type==\"Ready\")].status}");
+    let ready =
+        node.field(&["pod", "volume-example"], "{.status.conditions[?(@.type==\"Ready\")].status}");
     assert_eq!(ready, "True");
 
     // ConfigMap and Secret as env, command arguments and volumes; `kubectl logs` shows them.
-    s.kubectl_stdin(&["apply", "-f", "-"], Some(include_str!("fixtures/seeds/031-configmap-manifest-example.yaml")));
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(include_str!("fixtures/seeds/031-configmap-manifest-example.yaml")),
+    );
     s.kubectl(&["create", "secret", "generic", "creds", "--from-literal=user=admin"]);
     node.apply(&manifest(
         r#"
@@ -109,7 +113,8 @@ spec:
     for want in ["CITY=Ann Arbor", "ARG=Ann Arbor", "USER=admin", "Michigan", "admin"] {
         assert!(logs.contains(want), "{want:?} missing from logs:\n{logs}");
     }
-    let reason = node.field(&["pod", "cm-env"], "{.status.containerStatuses[0].state.terminated.reason}");
+    let reason =
+        node.field(&["pod", "cm-env"], "{.status.containerStatuses[0].state.terminated.reason}");
     assert_eq!(reason, "Completed");
 
     // A failing Never pod ends Failed with its exit code.
@@ -117,19 +122,29 @@ spec:
         "apiVersion: v1\nkind: Pod\nmetadata: {name: fails}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: main, image: IMAGE, command: [sh, -c, 'echo bye; exit 3']}\n",
     ));
     wait_phase(&node, "fails", "Failed");
-    assert_eq!(node.field(&["pod", "fails"], "{.status.containerStatuses[0].state.terminated.exitCode}"), "3");
-    assert_eq!(node.field(&["pod", "fails"], "{.status.containerStatuses[0].state.terminated.reason}"), "Error");
+    assert_eq!(
+        node.field(&["pod", "fails"], "{.status.containerStatuses[0].state.terminated.exitCode}"),
+        "3"
+    );
+    assert_eq!(
+        node.field(&["pod", "fails"], "{.status.containerStatuses[0].state.terminated.reason}"),
+        "Error"
+    );
 
     // A crash-looping container is restarted with back-off; the previous run's logs stay.
     node.apply(&manifest(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: crasher}\nspec:\n  containers:\n  - {name: main, image: IMAGE, command: [sh, -c, 'echo run at $(date +%s); exit 1']}\n",
     ));
     eventually("crasher restarted", || {
-        let n: u32 = node.field(&["pod", "crasher"], "{.status.containerStatuses[0].restartCount}").parse().ok()?;
+        let n: u32 = node
+            .field(&["pod", "crasher"], "{.status.containerStatuses[0].restartCount}")
+            .parse()
+            .ok()?;
         (n >= 1).then_some(())
     });
     eventually("CrashLoopBackOff", || {
-        let r = node.field(&["pod", "crasher"], "{.status.containerStatuses[0].state.waiting.reason}");
+        let r =
+            node.field(&["pod", "crasher"], "{.status.containerStatuses[0].state.waiting.reason}");
         (r == "CrashLoopBackOff").then_some(())
     });
     let previous = s.kubectl(&["logs", "crasher", "--previous"]);
@@ -149,13 +164,21 @@ spec:
             (cmd == b"sleep\x003607\x00").then_some(pid)
         })
     });
-    assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     eventually("sleeper restarted and Running", || {
         let n = node.field(&["pod", "sleeper"], "{.status.containerStatuses[0].restartCount}");
-        let running = node.field(&["pod", "sleeper"], "{.status.containerStatuses[0].state.running.startedAt}");
+        let running = node
+            .field(&["pod", "sleeper"], "{.status.containerStatuses[0].state.running.startedAt}");
         (n == "1" && !running.is_empty()).then_some(())
     });
-    let last = node.field(&["pod", "sleeper"], "{.status.containerStatuses[0].lastState.terminated.exitCode}");
+    let last = node
+        .field(&["pod", "sleeper"], "{.status.containerStatuses[0].lastState.terminated.exitCode}");
     assert_eq!(last, "137");
 
     // Deleting a pod stops it within its grace period, then it is gone.
@@ -218,10 +241,16 @@ spec:
     eventually("the ready pod in the endpoints", || {
         (node.field(&["endpoints", "web"], "{.subsets[*].addresses[*].ip}") == ip).then_some(())
     });
-    assert_eq!(node.field(&["pod", "web"], "{.status.conditions[?(@.type==\"Ready\")].status}"), "True");
+    assert_eq!(
+        node.field(&["pod", "web"], "{.status.conditions[?(@.type==\"Ready\")].status}"),
+        "True"
+    );
 
     eventually("the liveness probe restarting the container", || {
-        let n: u32 = node.field(&["pod", "dies"], "{.status.containerStatuses[0].restartCount}").parse().ok()?;
+        let n: u32 = node
+            .field(&["pod", "dies"], "{.status.containerStatuses[0].restartCount}")
+            .parse()
+            .ok()?;
         (n >= 1).then_some(())
     });
     let events = s.kubectl(&["get", "events", "--field-selector", "involvedObject.name=dies"]);

@@ -84,8 +84,12 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let mut server =
-            Server { child, data_dir: data_dir.to_owned(), _dir: None, netns: netns.map(str::to_owned) };
+        let mut server = Server {
+            child,
+            data_dir: data_dir.to_owned(),
+            _dir: None,
+            netns: netns.map(str::to_owned),
+        };
         loop {
             match rx.recv_timeout(DEADLINE) {
                 Ok(line) if line.contains("listening on https://") => break,

@@ -29,15 +29,28 @@ impl NodeServer {
         let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         let netns = format!("rdr-e2e-{tag}");
         assert!(run(Command::new("ip").args(["netns", "add", &netns])).status.success());
-        assert!(run(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"])).status.success());
+        assert!(
+            run(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]))
+                .status
+                .success()
+        );
         let dir = tempfile::Builder::new().prefix("rudder-node-").tempdir().unwrap();
         let data_dir = dir.path().to_owned();
-        let mut node = NodeServer { server: None, netns: netns.clone(), node_name: format!("node-{tag}"), dir: Some(dir) };
+        let mut node = NodeServer {
+            server: None,
+            netns: netns.clone(),
+            node_name: format!("node-{tag}"),
+            dir: Some(dir),
+        };
         // The test image, imported into the node's store before the server starts.
         let image = rudder_images::testing::busybox().expect("busybox test image");
         let tar = data_dir.join("busybox.tar");
-        std::fs::write(&tar, rudder_images::testing::oci_layout_tar(&image, &[IMAGE]).unwrap()).unwrap();
-        let out = run(Command::new(env!("CARGO_BIN_EXE_rudder")).args(["image", "import", "--data-dir"]).arg(&data_dir).arg(&tar));
+        std::fs::write(&tar, rudder_images::testing::oci_layout_tar(&image, &[IMAGE]).unwrap())
+            .unwrap();
+        let out = run(Command::new(env!("CARGO_BIN_EXE_rudder"))
+            .args(["image", "import", "--data-dir"])
+            .arg(&data_dir)
+            .arg(&tar));
         assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
         let server = Server::spawn(
             Some(&netns),
@@ -47,7 +60,16 @@ impl NodeServer {
         node.server = Some(server);
         let s = node.server();
         super::eventually("the node to be Ready", || {
-            let out = s.kubectl_raw(&["get", "node", &node.node_name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"], None);
+            let out = s.kubectl_raw(
+                &[
+                    "get",
+                    "node",
+                    &node.node_name,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+                None,
+            );
             (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
         });
         node
@@ -88,10 +110,10 @@ fn processes_mentioning(needle: &str) -> Vec<i32> {
         if pid == std::process::id() as i32 {
             continue;
         }
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(needle) {
-                pids.push(pid);
-            }
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline"))
+            && String::from_utf8_lossy(&cmd).contains(needle)
+        {
+            pids.push(pid);
         }
     }
     pids
@@ -102,13 +124,24 @@ impl Drop for NodeServer {
         let data_dir = self.server.as_ref().map(|s| s.data_dir.clone());
         if let Some(mut server) = self.server.take() {
             if std::thread::panicking() {
-                for args in [&["get", "pods", "-A", "-o", "wide"][..], &["get", "events", "-A"][..], &["get", "pods", "-A", "-o", "yaml"][..]] {
+                for args in [
+                    &["get", "pods", "-A", "-o", "wide"][..],
+                    &["get", "events", "-A"][..],
+                    &["get", "pods", "-A", "-o", "yaml"][..],
+                ] {
                     let out = server.kubectl_raw(args, None);
-                    eprintln!("kubectl {args:?}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                    eprintln!(
+                        "kubectl {args:?}:\n{}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
                 }
             }
             // Pods deleted through the kubelet: their sandboxes and mounts go with them.
-            let _ = server.kubectl_raw(&["delete", "pods", "--all", "-A", "--grace-period=1", "--timeout=40s"], None);
+            let _ = server.kubectl_raw(
+                &["delete", "pods", "--all", "-A", "--grace-period=1", "--timeout=40s"],
+                None,
+            );
             let _ = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
