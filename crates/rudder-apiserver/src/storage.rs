@@ -351,6 +351,15 @@ pub fn validate_update(kind: &str, current: &Value, new: &Value) -> Vec<FieldErr
                     }
                 }
             }
+            // Retroactive default class assignment: storageClassName may go from unset to a
+            // class (upstream allows it since 1.28).
+            if old.get("storageClassName").is_none_or(Value::is_null) {
+                for spec in [&mut old_rest, &mut new_rest] {
+                    if let Some(m) = spec.as_object_mut() {
+                        m.remove("storageClassName");
+                    }
+                }
+            }
             if old_rest != new_rest {
                 errors.push(FieldError::forbidden(
                     "spec",

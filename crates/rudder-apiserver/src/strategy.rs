@@ -20,6 +20,9 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
     if info.kind == "Job" {
         job_selector(obj);
     }
+    if info.kind == "DaemonSet" {
+        set_annotation(obj, DAEMONSET_TEMPLATE_GENERATION, "1");
+    }
     if obj.get("spec").is_some() || info.kind == "EndpointSlice" {
         meta_mut(obj).insert("generation".into(), json!(1));
     }
@@ -137,6 +140,32 @@ pub fn prepare_for_update(
             .and_then(Value::as_i64)
             .unwrap_or(0);
         meta_mut(new).insert("generation".into(), json!(generation + 1));
+    }
+    if info.kind == "DaemonSet" {
+        // Upstream's templateGeneration, kept in its v1 annotation: 1 at creation, +1 per
+        // template change.
+        let previous = object::meta(current)
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.get(DAEMONSET_TEMPLATE_GENERATION))
+            .and_then(Value::as_str)
+            .and_then(|g| g.parse::<i64>().ok())
+            .unwrap_or(1);
+        let template = |o: &Value| o.get("spec").and_then(|s| s.get("template")).cloned();
+        let generation = if template(new) != template(current) { previous + 1 } else { previous };
+        set_annotation(new, DAEMONSET_TEMPLATE_GENERATION, &generation.to_string());
+    }
+}
+
+/// The v1 annotation that carries a DaemonSet's template generation.
+const DAEMONSET_TEMPLATE_GENERATION: &str = "deprecated.daemonset.template.generation";
+
+fn set_annotation(obj: &mut Value, key: &str, value: &str) {
+    let annotations = meta_mut(obj).entry("annotations").or_insert_with(|| json!({}));
+    if !annotations.is_object() {
+        *annotations = json!({});
+    }
+    if let Some(a) = annotations.as_object_mut() {
+        a.insert(key.to_owned(), json!(value));
     }
 }
 

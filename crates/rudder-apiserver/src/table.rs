@@ -465,6 +465,23 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             }));
         }
         "StorageClass" => {
+            // Upstream marks the default class in the name cell.
+            cols[0] = Column {
+                format: "name",
+                ..col("Name", |o, _| {
+                    let name = object::name(o).unwrap_or_default();
+                    let default = [
+                        "storageclass.kubernetes.io/is-default-class",
+                        "storageclass.beta.kubernetes.io/is-default-class",
+                    ]
+                    .iter()
+                    .any(|k| {
+                        path(o, "metadata.annotations").and_then(|a| a.get(*k))
+                            == Some(&json!("true"))
+                    });
+                    json!(if default { format!("{name} (default)") } else { name.to_string() })
+                })
+            };
             cols.push(col("Provisioner", |o, _| json!(str_at(o, "provisioner"))));
             cols.push(col("ReclaimPolicy", |o, _| {
                 json!(or_default(str_at(o, "reclaimPolicy"), "Delete"))

@@ -3,6 +3,7 @@
 //! (another backend, a bare baseline) in the same run.
 
 mod api;
+mod pods;
 mod report;
 mod runtime;
 mod scheduler;
@@ -27,7 +28,12 @@ suites:
             [--rudder PATH]
       a rudder server process (next to this binary) with simulated nodes: create-to-bound
       pods/s and p50/p99 against the API's create-only rate; server RSS with and without
-      pods";
+      pods
+  pods [--batch 30] [--burst 100] [--idle-seconds 60] [--rudder PATH] [--skip-runtime]  (root)
+      a whole node (rudder server with its kubelet, next to this binary) in its own network
+      namespace: spawn to Node Ready, create-to-Running p50/p99/max of a batch and a burst of
+      pods created at once, delete-to-gone, shim memory per pod, idle server RSS and CPU;
+      then the runtime suite's pod start for the same pods without API server and kubelet";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,6 +51,7 @@ fn main() -> Result<()> {
         "store" => runtime.block_on(store::run(store::Options::parse(&args[1..])?)),
         "api" => runtime.block_on(api::run(api::Options::parse(&args[1..])?)),
         "runtime" => runtime.block_on(runtime::run(runtime::Options::parse(&args[1..])?)),
+        "pods" => runtime.block_on(pods::run(pods::Options::parse(&args[1..])?)),
         "scheduler" => runtime.block_on(scheduler::run(scheduler::Options::parse(&args[1..])?)),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");

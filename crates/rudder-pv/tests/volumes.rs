@@ -291,7 +291,6 @@ async fn seed_volumes_bind_like_upstream_and_are_reclaimed_by_policy() {
 /// A claim created while no default class exists gets one once a default class appears
 /// (upstream's retroactive default StorageClass assignment, done by this controller).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "rudder-apiserver refuses a PVC update setting spec.storageClassName from unset (upstream allows it since 1.28)"]
 async fn default_class_is_assigned_retroactively() {
     let env = start().await;
     env.binder();

@@ -340,6 +340,8 @@ fn main() -> anyhow::Result<()> {
                     } else {
                         format!("https://{}", started.address)
                     };
+                    // The leader-election identity exists before the server says it listens.
+                    control_plane::identity(&data_dir)?;
                     let cp = control_plane::run(data_dir.clone(), url.clone(), options, cancel.clone());
                     control_plane = Some(tokio::spawn(async move {
                         if let Err(e) = cp.await {

@@ -283,3 +283,91 @@ fn a_restarted_agent_adopts_running_containers() {
     assert_eq!(node.field(&["pod", "keep"], "{.status.containerStatuses[0].containerID}"), id);
     assert_eq!(node.field(&["pod", "keep"], "{.status.containerStatuses[0].restartCount}"), "0");
 }
+
+#[test]
+fn rudder_up_status_and_down() {
+    let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let netns = format!("rdr-up-{tag}");
+    let run =
+        |cmd: &mut std::process::Command| cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    assert!(run(std::process::Command::new("ip").args(["netns", "add", &netns])).status.success());
+    struct Netns(String);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _ns = Netns(netns.clone());
+    assert!(
+        run(std::process::Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]))
+            .status
+            .success()
+    );
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("state");
+    let rudder = |args: &[&str]| {
+        run(common::command_in(Some(&netns), env!("CARGO_BIN_EXE_rudder"))
+            .arg(args[0])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(&args[1..])
+            .env("HOME", home.path())
+            .env_remove("KUBECONFIG"))
+    };
+    let node = format!("up-{tag}");
+    let up = rudder(&[
+        "up",
+        "--timeout",
+        "60s",
+        "--",
+        "--bind-address",
+        "127.0.0.1",
+        "--node-name",
+        &node,
+        "--node-ip",
+        "127.0.0.1",
+    ]);
+    let text = String::from_utf8_lossy(&up.stdout).into_owned();
+    // Whatever happens next, the server goes.
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["down", "--purge"]);
+        }
+    }
+    let _down = Down(&rudder);
+    assert!(
+        up.status.success(),
+        "rudder up failed:\n{text}\n{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(text.contains("✓ API server ready"), "{text}");
+    assert!(text.contains(&format!("✓ node {node} Ready")), "{text}");
+    assert!(text.contains("next: kubectl get nodes"), "{text}");
+    let kubeconfig = std::fs::read_to_string(home.path().join(".kube/config")).unwrap();
+    assert!(kubeconfig.contains("current-context: rudder"), "{kubeconfig}");
+    // kubectl with the merged context reaches the cluster.
+    let out = run(common::command_in(Some(&netns), common::KUBECTL)
+        .args(["get", "nodes"])
+        .env("HOME", home.path())
+        .env_remove("KUBECONFIG"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&node), "{out:?}");
+    let status = rudder(&["status"]);
+    assert!(status.status.success());
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains(&format!("node {node}: Ready")),
+        "{status:?}"
+    );
+    // Up again is a no-op that says so.
+    let again = rudder(&["up"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already running"), "{again:?}");
+
+    let down = rudder(&["down", "--purge"]);
+    assert!(down.status.success(), "{down:?}");
+    assert!(String::from_utf8_lossy(&down.stdout).contains("rudder stopped"));
+    assert!(!data.exists(), "state purged");
+    let status = rudder(&["status"]);
+    assert!(!status.status.success(), "status after down reports not running");
+    let kubeconfig = std::fs::read_to_string(home.path().join(".kube/config")).unwrap();
+    assert!(!kubeconfig.contains("name: rudder"), "context removed: {kubeconfig}");
+}
