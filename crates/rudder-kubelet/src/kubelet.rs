@@ -39,6 +39,8 @@ pub struct KubeletDeps {
     /// The cluster CA (PEM) that API server client certificates chain to; with it the
     /// kubelet serves logs on `config.port`.
     pub client_ca_pem: Option<Vec<u8>>,
+    /// Runs after a node shutdown removed every pod (e.g. removes the node's bridge).
+    pub on_shutdown: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl std::fmt::Debug for KubeletDeps {
@@ -188,6 +190,11 @@ pub async fn run(
             tracing::info!("node shutdown: stopping every pod");
             readiness_tx.send_replace(Readiness::ShuttingDown);
             manager.shutdown(cfg.shutdown_grace_period).await;
+            if let Some(hook) = deps.on_shutdown {
+                if let Err(e) = tokio::task::spawn_blocking(hook).await {
+                    tracing::warn!(error = %e, "node shutdown hook failed");
+                }
+            }
         }
     }
     Ok(())

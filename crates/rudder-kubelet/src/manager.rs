@@ -161,8 +161,8 @@ impl Manager {
         self.len() == 0
     }
 
-    /// Node shutdown: every pod is stopped within `grace` and reported Failed; returns when
-    /// all workers finished (or `grace` plus a margin passed).
+    /// Node shutdown: every pod is stopped within `grace` and reported Failed, then every
+    /// sandbox and volume is removed; returns when done (workers get `grace` plus a margin).
     pub async fn shutdown(&self, grace: Duration) {
         self.mode_tx.send_replace(Mode::Shutdown { grace });
         let tasks: Vec<JoinHandle<()>> =
@@ -175,6 +175,20 @@ impl Manager {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while !self.shared.status.is_idle() && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Nothing of the pods outlives the node: sandboxes (with their exited containers,
+        // rootfs mounts and network) and volumes go.
+        if let Ok(sandboxes) = self.shared.runtime.list_pod_sandboxes().await {
+            for s in sandboxes {
+                if let Err(e) = self.shared.runtime.remove_pod_sandbox(&s.id).await {
+                    tracing::warn!(error = %e, sandbox = %s.id, "removing a sandbox at shutdown failed");
+                }
+            }
+        }
+        for uid in self.shared.volumes.list_pod_uids().unwrap_or_default() {
+            if let Err(e) = self.shared.volumes.teardown(&uid).await {
+                tracing::warn!(error = %e, pod_uid = %uid, "removing volumes at shutdown failed");
+            }
         }
     }
 

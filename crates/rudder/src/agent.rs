@@ -29,6 +29,8 @@ pub struct AgentOptions {
     pub node_labels: Vec<(String, String)>,
     /// The node bridge (`rudder0`).
     pub bridge: String,
+    /// Registries pulled from over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 /// The host's name, lower-cased (upstream's default node name).
@@ -53,29 +55,31 @@ pub fn default_node_ip() -> Ipv4Addr {
         .unwrap_or(Ipv4Addr::LOCALHOST)
 }
 
+fn network_config(data_dir: &Path, bridge: &str, pod_cidr: &str) -> rudder_net::NetworkConfig {
+    rudder_net::NetworkConfig {
+        bridge: bridge.to_owned(),
+        pod_cidr: pod_cidr.to_owned(),
+        state_dir: data_dir.join("agent/net/ipam"),
+        run_dir: run_dirs(data_dir)[0].clone(),
+        ..Default::default()
+    }
+}
+
 fn native_runtime(
     data_dir: &Path,
     bridge: &str,
     pod_cidr: &str,
+    insecure_registries: Vec<String>,
 ) -> anyhow::Result<Arc<dyn Runtime>> {
     let agent = data_dir.join("agent");
-    let network = rudder_net::Network::new(rudder_net::NetworkConfig {
-        bridge: bridge.to_owned(),
-        pod_cidr: pod_cidr.to_owned(),
-        state_dir: agent.join("net/ipam"),
-        run_dir: PathBuf::from("/run/rudder").join(format!("ns-{}", path_tag(data_dir))),
-        ..Default::default()
-    })
-    .context("pod network")?;
-    let store = Arc::new(
-        ImageStore::open(data_dir.join("images"), StoreOptions::default())
-            .context("image store")?,
-    );
+    let network = rudder_net::Network::new(network_config(data_dir, bridge, pod_cidr))
+        .context("pod network")?;
+    let mut options = StoreOptions::default();
+    options.registry.insecure_registries = insecure_registries;
+    let store =
+        Arc::new(ImageStore::open(data_dir.join("images"), options).context("image store")?);
     let runtime = NativeRuntime::new(
-        Layout::new(
-            agent.join("runtime"),
-            PathBuf::from("/run/rudder").join(format!("rt-{}", path_tag(data_dir))),
-        ),
+        Layout::new(agent.join("runtime"), run_dirs(data_dir)[1].clone()),
         ShimCommand { program: std::env::current_exe()?, prefix_args: vec!["shim".into()] },
         Arc::new(ImageStoreAdapter::new(store)),
         Arc::new(NetworkAdapter::new(network)?),
@@ -85,7 +89,7 @@ fn native_runtime(
 
 /// A short stable tag of a path (so two agents with different data dirs never share
 /// runtime directories under /run).
-fn path_tag(p: &Path) -> String {
+pub fn path_tag(p: &Path) -> String {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for b in p.to_string_lossy().bytes() {
         h ^= u64::from(b);
@@ -111,9 +115,15 @@ pub async fn run(
     cfg.node_labels.extend(options.node_labels.iter().cloned());
     let data_dir = options.data_dir.clone();
     let bridge = options.bridge.clone();
+    let insecure = options.insecure_registries.clone();
+    // The node network, once known, so that a node shutdown can remove it (bridge, nft).
+    let node_network: Arc<std::sync::Mutex<Option<rudder_net::NetworkConfig>>> = Arc::default();
+    let network_slot = node_network.clone();
     let make_runtime = move |cidr: String| -> RuntimeFuture {
+        *network_slot.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(network_config(&data_dir, &bridge, &cidr));
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || native_runtime(&data_dir, &bridge, &cidr))
+            tokio::task::spawn_blocking(move || native_runtime(&data_dir, &bridge, &cidr, insecure))
                 .await
                 .map_err(|e| rudder_runtime::RuntimeError::Internal(e.to_string()))?
                 .map_err(|e| rudder_runtime::RuntimeError::Internal(format!("{e:#}")))
@@ -132,8 +142,26 @@ pub async fn run(
         clock: Arc::new(rudder_client::SystemClock),
         runtime: Box::new(make_runtime),
         client_ca_pem: Some(client_ca_pem),
+        on_shutdown: Some(Box::new(move || {
+            let cfg = node_network.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(cfg) = cfg {
+                let removed = rudder_net::Network::new(cfg).and_then(|n| n.teardown_node());
+                if let Err(e) = removed {
+                    tracing::warn!(error = %e, "removing the node network failed");
+                }
+            }
+        })),
     };
     rudder_kubelet::run(cfg, deps, state, shutdown, cancel).await.context("kubelet")
+}
+
+/// The node's runtime directories under /run (what `rudder down --purge` removes).
+pub fn run_dirs(data_dir: &Path) -> [PathBuf; 2] {
+    let tag = path_tag(data_dir);
+    [
+        PathBuf::from("/run/rudder").join(format!("ns-{tag}")),
+        PathBuf::from("/run/rudder").join(format!("rt-{tag}")),
+    ]
 }
 
 /// `k=v` into a pair.

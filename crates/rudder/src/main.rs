@@ -168,6 +168,9 @@ struct NodeFlags {
     /// The node bridge pods attach to.
     #[arg(long, default_value = "rudder0", hide = true)]
     bridge: String,
+    /// Registries (`host:port`) pulled from over plain HTTP.
+    #[arg(long = "insecure-registry", value_delimiter = ',')]
+    insecure_registries: Vec<String>,
 }
 
 impl NodeFlags {
@@ -181,6 +184,7 @@ impl NodeFlags {
             cluster_domain: self.cluster_domain.clone(),
             node_labels: self.node_labels.clone(),
             bridge: self.bridge.clone(),
+            insecure_registries: self.insecure_registries.clone(),
         }
     }
 }

@@ -315,6 +315,14 @@ fn rudder_up_status_and_down() {
             .env_remove("KUBECONFIG"))
     };
     let node = format!("up-{tag}");
+    // The test image, for a pod that `rudder down` must stop.
+    std::fs::create_dir_all(&data).unwrap();
+    let tar = home.path().join("busybox.tar");
+    let image = rudder_images::testing::busybox().unwrap();
+    std::fs::write(&tar, rudder_images::testing::oci_layout_tar(&image, &[IMAGE]).unwrap())
+        .unwrap();
+    let import = rudder(&["image", "import", tar.to_str().unwrap()]);
+    assert!(import.status.success(), "{import:?}");
     let up = rudder(&[
         "up",
         "--timeout",
@@ -358,16 +366,107 @@ fn rudder_up_status_and_down() {
         String::from_utf8_lossy(&status.stdout).contains(&format!("node {node}: Ready")),
         "{status:?}"
     );
+    let kubectl = |args: &[&str], stdin: Option<&str>| {
+        let mut c = common::command_in(Some(&netns), common::KUBECTL);
+        c.args(args).env("HOME", home.path()).env_remove("KUBECONFIG");
+        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+    };
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&manifest(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: up}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - {name: main, image: IMAGE, command: [sleep, '3609']}\n",
+        )),
+    );
+    eventually("the pod running", || {
+        (kubectl(&["get", "pod", "up", "-o", "jsonpath={.status.phase}"], None) == "Running")
+            .then_some(())
+    });
+    let sleeping = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x003609\x00")
+        })
+    };
+    assert!(sleeping());
     // Up again is a no-op that says so.
     let again = rudder(&["up"]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("already running"), "{again:?}");
 
     let down = rudder(&["down", "--purge"]);
     assert!(down.status.success(), "{down:?}");
+    assert!(!sleeping(), "rudder down stopped the pod's container");
     assert!(String::from_utf8_lossy(&down.stdout).contains("rudder stopped"));
     assert!(!data.exists(), "state purged");
     let status = rudder(&["status"]);
     assert!(!status.status.success(), "status after down reports not running");
     let kubeconfig = std::fs::read_to_string(home.path().join(".kube/config")).unwrap();
     assert!(!kubeconfig.contains("name: rudder"), "context removed: {kubeconfig}");
+}
+
+#[test]
+fn images_are_pulled_per_policy_with_pull_secrets() {
+    use rudder_images::testing;
+    let mut registry = None;
+    let mut host = String::new();
+    let node = NodeServer::start_with(|netns| {
+        let (reg, h) = common::node::in_netns(netns, || {
+            let reg = testing::Registry::start(Some(("bob", "pw"))).expect("registry");
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let image = testing::busybox().unwrap();
+            rt.block_on(testing::push(&reg, "library/app:1.0", &image)).expect("push");
+            let h = reg.host().to_owned();
+            (reg, h)
+        });
+        registry = Some(reg);
+        host = h.clone();
+        vec!["--insecure-registry".into(), h]
+    });
+    let s = node.server();
+    s.kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={host}"),
+        "--docker-username=bob",
+        "--docker-password=pw",
+    ]);
+    let pod = |name: &str, image: &str, policy: &str, secret: bool| {
+        let secrets = if secret { "  imagePullSecrets: [{name: regcred}]\n" } else { "" };
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{secrets}  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: main, image: \"{image}\", imagePullPolicy: {policy}, command: [sleep, '3600']}}\n"
+        )
+    };
+    let app = format!("{host}/library/app:1.0");
+    node.apply(&pod("pulled", &app, "IfNotPresent", true));
+    wait_phase(&node, "pulled", "Running");
+    let events = s.kubectl(&["get", "events", "--field-selector", "involvedObject.name=pulled"]);
+    assert!(events.contains("Successfully pulled image"), "{events}");
+    let image_id = node.field(&["pod", "pulled"], "{.status.containerStatuses[0].imageID}");
+    assert!(image_id.contains("sha256:"), "{image_id}");
+
+    // Without the secret the registry refuses: ErrImagePull, then ImagePullBackOff.
+    node.apply(&pod("denied", &app, "Always", false));
+    eventually("ImagePullBackOff", || {
+        let r =
+            node.field(&["pod", "denied"], "{.status.containerStatuses[0].state.waiting.reason}");
+        (r == "ImagePullBackOff").then_some(())
+    });
+    let events = s.kubectl(&["get", "events", "--field-selector", "involvedObject.name=denied"]);
+    assert!(events.contains("Failed to pull image"), "{events}");
+    // Never with an image that is not on the node.
+    node.apply(&pod("never", &format!("{host}/library/other:1.0"), "Never", true));
+    eventually("ErrImageNeverPull", || {
+        let r =
+            node.field(&["pod", "never"], "{.status.containerStatuses[0].state.waiting.reason}");
+        (r == "ErrImageNeverPull").then_some(())
+    });
+    drop(node);
+    drop(registry);
 }

@@ -26,6 +26,12 @@ fn run(cmd: &mut Command) -> Output {
 
 impl NodeServer {
     pub fn start() -> NodeServer {
+        NodeServer::start_with(|_| Vec::new())
+    }
+
+    /// Like [`NodeServer::start`]; `setup` runs once the namespace exists (e.g. to start a
+    /// registry in it with [`in_netns`]) and returns extra `rudder server` flags.
+    pub fn start_with(setup: impl FnOnce(&str) -> Vec<String>) -> NodeServer {
         let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         let netns = format!("rdr-e2e-{tag}");
         assert!(run(Command::new("ip").args(["netns", "add", &netns])).status.success());
@@ -52,11 +58,10 @@ impl NodeServer {
             .arg(&data_dir)
             .arg(&tar));
         assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
-        let server = Server::spawn(
-            Some(&netns),
-            &data_dir,
-            &["--node-name", &node.node_name, "--node-ip", "127.0.0.1"],
-        );
+        let extra = setup(&netns);
+        let mut args = vec!["--node-name", &node.node_name, "--node-ip", "127.0.0.1"];
+        args.extend(extra.iter().map(String::as_str));
+        let server = Server::spawn(Some(&netns), &data_dir, &args);
         node.server = Some(server);
         let s = node.server();
         super::eventually("the node to be Ready", || {
@@ -101,6 +106,29 @@ impl NodeServer {
         a.extend_from_slice(&["-o", &jp]);
         String::from_utf8_lossy(&self.server().kubectl_raw(&a, None).stdout).into_owned()
     }
+}
+
+/// Runs `f` on a thread that joined `netns`'s network namespace (processes it starts are
+/// in it too): e.g. a registry the node pulls from.
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).expect("open the netns");
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// The agent's tag for a data dir (FNV-1a of the path, as `agent::path_tag`).
+fn path_tag(p: &Path) -> String {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in p.to_string_lossy().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{:08x}", h as u32)
 }
 
 fn processes_mentioning(needle: &str) -> Vec<i32> {
@@ -168,6 +196,15 @@ impl Drop for NodeServer {
             under.sort_by_key(|m| std::cmp::Reverse(m.len()));
             for m in under {
                 let _ = Command::new("umount").args(["-l", m]).status();
+            }
+        }
+        if let Some(dir) = &self.dir {
+            // The agent's directories under /run (named after its data dir, see agent.rs).
+            let tag = path_tag(dir.path());
+            for d in [format!("/run/rudder/ns-{tag}"), format!("/run/rudder/rt-{tag}")] {
+                let _ = std::fs::remove_dir(format!("{d}/libcontainer"));
+                let _ = Command::new("umount").args(["-l", &d]).status();
+                let _ = std::fs::remove_dir(&d);
             }
         }
         let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
