@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use rudder_client::{Clock, Informer, Informers, Recorder};
@@ -179,6 +179,7 @@ pub async fn run(
         inner.clone(),
     ));
     let manager = Manager::new(shared.clone(), pods, inner.clone());
+    manager.watch_volume_objects(&informers.get::<ConfigMap>(), &informers.get::<Secret>());
     tokio::spawn(manager.clone().run());
     readiness_tx.send_replace(Readiness::Ready);
     state.send_modify(|s| s.running = true);
@@ -190,10 +191,10 @@ pub async fn run(
             tracing::info!("node shutdown: stopping every pod");
             readiness_tx.send_replace(Readiness::ShuttingDown);
             manager.shutdown(cfg.shutdown_grace_period).await;
-            if let Some(hook) = deps.on_shutdown {
-                if let Err(e) = tokio::task::spawn_blocking(hook).await {
-                    tracing::warn!(error = %e, "node shutdown hook failed");
-                }
+            if let Some(hook) = deps.on_shutdown
+                && let Err(e) = tokio::task::spawn_blocking(hook).await
+            {
+                tracing::warn!(error = %e, "node shutdown hook failed");
             }
         }
     }

@@ -4,10 +4,11 @@
 //! down).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use rudder_client::{Change, Informer};
 use rudder_runtime::ContainerState;
 use tokio::sync::{Notify, watch};
@@ -18,9 +19,34 @@ use crate::labels;
 use crate::shared::Shared;
 use crate::worker::{Mode, PodWorker};
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum VolumeObject {
+    ConfigMap,
+    Secret,
+}
+
+/// Names of the objects of `kind` the pod's volumes (direct or projected) show.
+fn volume_objects(pod: &Pod, kind: VolumeObject) -> impl Iterator<Item = &str> {
+    pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).flat_map(move |v| {
+        let direct = match kind {
+            VolumeObject::ConfigMap => v.config_map.as_ref().map(|c| c.name.as_str()),
+            VolumeObject::Secret => v.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+        };
+        let projected =
+            v.projected.iter().flat_map(|p| p.sources.iter().flatten()).filter_map(move |src| {
+                match kind {
+                    VolumeObject::ConfigMap => src.config_map.as_ref().map(|c| c.name.as_str()),
+                    VolumeObject::Secret => src.secret.as_ref().map(|s| s.name.as_str()),
+                }
+            });
+        direct.into_iter().chain(projected)
+    })
+}
+
 struct Handle {
     pod_tx: watch::Sender<Option<Arc<Pod>>>,
     wake: Arc<Notify>,
+    refresh: Arc<AtomicBool>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -55,6 +81,51 @@ impl Manager {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Handle>> {
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the pods whose volumes show `kind` object `namespace/name`, to refresh them now
+    /// (configMap and secret volumes follow their objects within a relist, not a minute).
+    fn object_changed(&self, kind: VolumeObject, namespace: &str, name: &str) {
+        for h in self.lock().values() {
+            let uses = h.pod_tx.borrow().as_ref().is_some_and(|p| {
+                p.metadata.namespace.as_deref() == Some(namespace)
+                    && volume_objects(p, kind).any(|n| n == name)
+            });
+            if uses {
+                h.refresh.store(true, Ordering::Relaxed);
+                h.wake.notify_one();
+            }
+        }
+    }
+
+    /// Follows ConfigMaps and Secrets so that volumes showing them are refreshed on change.
+    pub fn watch_volume_objects(
+        self: &Arc<Self>,
+        config_maps: &Informer<ConfigMap>,
+        secrets: &Informer<Secret>,
+    ) {
+        let me = self.clone();
+        config_maps.add_handler(move |c: &Change<ConfigMap>| {
+            if let Change::Updated { new, .. } | Change::Added(new) = c {
+                let m = &new.metadata;
+                me.object_changed(
+                    VolumeObject::ConfigMap,
+                    m.namespace.as_deref().unwrap_or(""),
+                    m.name.as_deref().unwrap_or(""),
+                );
+            }
+        });
+        let me = self.clone();
+        secrets.add_handler(move |c: &Change<Secret>| {
+            if let Change::Updated { new, .. } | Change::Added(new) = c {
+                let m = &new.metadata;
+                me.object_changed(
+                    VolumeObject::Secret,
+                    m.namespace.as_deref().unwrap_or(""),
+                    m.name.as_deref().unwrap_or(""),
+                );
+            }
+        });
     }
 
     /// Subscribes to the pod informer, then keeps relisting the runtime until cancelled.
@@ -133,8 +204,14 @@ impl Manager {
         }
         let (pod_tx, pod_rx) = watch::channel(Some(pod));
         let wake = Arc::new(Notify::new());
-        let worker =
-            PodWorker::new(self.shared.clone(), pod_rx, self.mode_tx.subscribe(), wake.clone());
+        let refresh = Arc::new(AtomicBool::new(false));
+        let worker = PodWorker::new(
+            self.shared.clone(),
+            pod_rx,
+            self.mode_tx.subscribe(),
+            wake.clone(),
+            refresh.clone(),
+        );
         let me = self.clone();
         let cancel = self.cancel.clone();
         let key = uid.clone();
@@ -142,7 +219,7 @@ impl Manager {
             worker.run(cancel).await;
             me.lock().remove(&key);
         });
-        workers.insert(uid, Handle { pod_tx, wake, task: Some(task) });
+        workers.insert(uid, Handle { pod_tx, wake, refresh, task: Some(task) });
     }
 
     fn removed(&self, pod: &Pod) {

@@ -39,6 +39,8 @@ pub struct PodWorker {
     pod_rx: watch::Receiver<Option<Arc<Pod>>>,
     mode_rx: watch::Receiver<Mode>,
     wake: Arc<Notify>,
+    /// Set when an object one of the pod's volumes shows changed.
+    refresh: Arc<std::sync::atomic::AtomicBool>,
     waiting: Waiting,
     volumes: Option<PodVolumes>,
     last_refresh: Instant,
@@ -67,12 +69,14 @@ impl PodWorker {
         pod_rx: watch::Receiver<Option<Arc<Pod>>>,
         mode_rx: watch::Receiver<Mode>,
         wake: Arc<Notify>,
+        refresh: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
         PodWorker {
             shared,
             pod_rx,
             mode_rx,
             wake,
+            refresh,
             waiting: Waiting::new(),
             volumes: None,
             last_refresh: Instant::now(),
@@ -194,7 +198,9 @@ impl PodWorker {
                 }
             }
             self.last_refresh = Instant::now();
-        } else if self.last_refresh.elapsed() >= self.shared.cfg.sync_frequency {
+        } else if self.refresh.swap(false, std::sync::atomic::Ordering::Relaxed)
+            || self.last_refresh.elapsed() >= self.shared.cfg.sync_frequency
+        {
             if let Err(e) = self.shared.volumes.refresh(pod, &*self.shared.source).await {
                 tracing::warn!(error = %e, "refreshing volumes failed");
             }
@@ -374,7 +380,8 @@ impl PodWorker {
     }
 
     async fn kill(&self, pod: &Pod, plan: &PodActions, containers: &[ContainerStatus]) {
-        let grace = grace_of(pod) as u64;
+        let grace = Duration::from_secs(grace_of(pod) as u64);
+        let grace_s = stop_timeout(grace, grace);
         for (id, name, why) in &plan.kill {
             let init = actions::init_containers(pod).iter().any(|c| &c.name == name);
             let msg = match why.as_str() {
@@ -386,9 +393,9 @@ impl PodWorker {
             if let Some(spec) = pod_status::specs(pod).get(name.as_str()).map(|(c, _)| (*c).clone())
                 && let Some(c) = containers.iter().find(|c| &c.id == id)
             {
-                self.pre_stop(pod, &spec, c, Duration::from_secs(grace)).await;
+                self.pre_stop(pod, &spec, c, grace).await;
             }
-            if let Err(e) = self.shared.runtime.stop_container(id, grace).await {
+            if let Err(e) = self.shared.runtime.stop_container(id, grace_s).await {
                 tracing::warn!(error = %e, container = %id, "stopping a container failed");
             }
         }
@@ -651,7 +658,7 @@ impl PodWorker {
                     );
                     self.pre_stop(pod, spec, c, grace).await;
                 }
-                let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+                let left = stop_timeout(grace, deadline.saturating_duration_since(Instant::now()));
                 if let Err(e) = self.shared.runtime.stop_container(&c.id, left).await {
                     tracing::warn!(error = %e, container = %c.id, "stopping a container failed");
                 }
@@ -722,6 +729,20 @@ fn pod_ref(pod: &Pod) -> String {
     )
 }
 
+/// Upstream's floor: a container stopped with a grace period gets SIGTERM and at least
+/// this long before SIGKILL.
+const MIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Seconds the runtime waits after SIGTERM: what is left of `grace` (rounded up), at least
+/// [`MIN_GRACE`] unless the grace period is 0 (then SIGKILL at once).
+pub fn stop_timeout(grace: Duration, left: Duration) -> u64 {
+    if grace.is_zero() {
+        return 0;
+    }
+    let up = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    up.max(MIN_GRACE.as_secs())
+}
+
 /// Go's duration formatting for whole seconds and minutes ("10s", "1m20s", "5m0s").
 pub fn go_duration(d: Duration) -> String {
     let s = d.as_secs();
@@ -752,6 +773,15 @@ async fn run_hook(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stops_get_at_least_two_seconds_unless_forced() {
+        let s = Duration::from_secs;
+        assert_eq!(stop_timeout(s(0), s(0)), 0);
+        assert_eq!(stop_timeout(s(1), Duration::from_millis(995)), 2);
+        assert_eq!(stop_timeout(s(30), Duration::from_millis(29_001)), 30);
+        assert_eq!(stop_timeout(s(30), s(0)), 2);
+    }
 
     #[test]
     fn go_durations() {

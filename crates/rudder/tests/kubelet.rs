@@ -470,3 +470,115 @@ fn images_are_pulled_per_policy_with_pull_secrets() {
     drop(node);
     drop(registry);
 }
+
+#[test]
+fn controllers_jobs_logs_oom_and_live_config_on_a_real_node() {
+    let node = NodeServer::start();
+    let s = node.server();
+
+    // A Deployment's deleted pod is replaced by a Running one; `logs deploy/x` reads one.
+    node.apply(&manifest(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - {name: main, image: IMAGE, command: [sh, -c, 'echo hello from $HOSTNAME; exec sleep 3600']}\n",
+    ));
+    s.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let logs = s.kubectl(&["logs", "deploy/web"]);
+    assert!(logs.contains("hello from web-"), "{logs}");
+    let before =
+        s.kubectl(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}"]);
+    let victim = before.split_whitespace().next().unwrap().to_owned();
+    s.kubectl(&["delete", "pod", &victim, "--wait=false"]);
+    eventually("a replacement Running", || {
+        let out = s.kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.phase} {end}",
+        ]);
+        let running: Vec<&str> = out
+            .split_whitespace()
+            .filter(|p| p.ends_with("=Running") && !p.starts_with(&format!("{victim}=")))
+            .collect();
+        (running.len() == 2).then_some(())
+    });
+
+    // The seed's cm-env Job on this node: `kubectl logs job/...` shows the ConfigMap value.
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(include_str!("fixtures/seeds/031-configmap-manifest-example.yaml")),
+    );
+    let job =
+        include_str!("fixtures/seeds/035-job-cm-env-example.yaml").replace("alpine:latest", IMAGE);
+    s.kubectl_stdin(&["apply", "-f", "-"], Some(&job));
+    // A Job that fails stops at its backoffLimit.
+    node.apply(&manifest(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: fails}\nspec:\n  backoffLimit: 1\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {name: main, image: IMAGE, command: [sh, -c, 'exit 2']}\n",
+    ));
+    s.kubectl(&["wait", "--for=condition=complete", "job/cm-env-example", "--timeout=60s"]);
+    let logs = s.kubectl(&["logs", "job/cm-env-example"]);
+    assert_eq!(logs.trim(), "Ann Arbor");
+
+    // Several containers: -c picks one; -f on a finished pod prints and returns.
+    node.apply(&manifest(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: two}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: a, image: IMAGE, command: [sh, -c, 'echo from-a']}\n  - {name: b, image: IMAGE, command: [sh, -c, 'echo from-b; echo line2']}\n",
+    ));
+    wait_phase(&node, "two", "Succeeded");
+    assert_eq!(s.kubectl(&["logs", "two", "-c", "b", "-f"]), "from-b\nline2\n");
+    assert_eq!(s.kubectl(&["logs", "two", "-c", "a", "--tail=1"]), "from-a\n");
+    // kubectl 1.33 picks the first container itself and says so.
+    let out = s.kubectl_raw(&["logs", "two"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-a\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Defaulted container \"a\""), "{out:?}");
+
+    // Over its memory limit a container is OOMKilled.
+    node.apply(&manifest(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: hog}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: IMAGE\n    command: [sh, -c, 'a=$(head -c 200000000 /dev/zero | tr \"\\\\0\" x); echo ${#a}']\n    resources: {limits: {memory: 32Mi}}\n",
+    ));
+    wait_phase(&node, "hog", "Failed");
+    assert_eq!(
+        node.field(&["pod", "hog"], "{.status.containerStatuses[0].state.terminated.reason}"),
+        "OOMKilled"
+    );
+
+    // A mounted ConfigMap follows its object.
+    s.kubectl(&["create", "configmap", "live", "--from-literal=v=one"]);
+    node.apply(&manifest(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: reader}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: IMAGE\n    command: [sh, -c, 'while true; do cat /etc/live/v; echo; sleep 0.5; done']\n    volumeMounts: [{name: live, mountPath: /etc/live}]\n  volumes:\n  - {name: live, configMap: {name: live}}\n",
+    ));
+    wait_phase(&node, "reader", "Running");
+    eventually("the first value", || {
+        s.kubectl(&["logs", "reader", "--tail=1"]).contains("one").then_some(())
+    });
+    s.kubectl(&["patch", "configmap", "live", "-p", r#"{"data":{"v":"two"}}"#]);
+    eventually("the mounted file to change", || {
+        s.kubectl(&["logs", "reader", "--tail=1"]).contains("two").then_some(())
+    });
+
+    let reason = eventually("the failing job to fail", || {
+        let r = s.kubectl(&[
+            "get",
+            "job",
+            "fails",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+        ]);
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(reason, "BackoffLimitExceeded");
+    assert_eq!(s.kubectl(&["get", "job", "fails", "-o", "jsonpath={.status.failed}"]), "2");
+}
+
+#[test]
+fn a_separate_agent_joins_a_control_plane_only_server() {
+    // A control-plane-only server and `rudder agent --kubeconfig` as its node.
+    let node = NodeServer::start_with(|_| vec!["--disable-agent".into()]);
+    assert!(node.agent.is_some());
+    let s = node.server();
+    node.apply(&manifest(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: hi}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: main, image: IMAGE, command: [sh, -c, 'echo hi from $(hostname)']}\n",
+    ));
+    wait_phase(&node, "hi", "Succeeded");
+    assert_eq!(s.kubectl(&["logs", "hi"]), "hi from hi\n");
+    assert_eq!(node.field(&["pod", "hi"], "{.spec.nodeName}"), node.node_name);
+}

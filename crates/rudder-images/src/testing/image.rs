@@ -159,6 +159,9 @@ pub fn tar_layer(entries: &[Entry]) -> Vec<u8> {
     b.into_inner().expect("tar in memory")
 }
 
+/// `printenv [NAME...]` in sh: every variable, or the named ones (exit 1 if one is unset).
+const PRINTENV_SCRIPT: &[u8] = b"#!/bin/sh\nif [ $# -eq 0 ]; then exec env; fi\nrc=0\nfor name in \"$@\"; do\n  if eval \"[ -n \\\"\\${$name+x}\\\" ]\"; then eval \"printf '%s\\\\n' \\\"\\$$name\\\"\"; else rc=1; fi\ndone\nexit $rc\n";
+
 /// The busybox root filesystem as a tar stream (built once per process).
 pub fn busybox_rootfs_tar() -> Result<&'static [u8], TestingError> {
     static TAR: OnceLock<Vec<u8>> = OnceLock::new();
@@ -189,9 +192,16 @@ pub fn busybox_rootfs_tar() -> Result<&'static [u8], TestingError> {
     }
     entries.push(Entry::Dir { path: "home/app".into(), mode: 0o755, uid: 1000 });
     entries.push(Entry::File { path: "bin/busybox".into(), mode: 0o755, uid: 0, content: busybox });
-    for applet in APPLETS {
+    for applet in APPLETS.iter().filter(|a| **a != "printenv") {
         entries.push(Entry::Symlink { path: format!("bin/{applet}"), target: "busybox".into() });
     }
+    // Debian's busybox-static has no printenv applet (the seeds' Jobs use it): a script.
+    entries.push(Entry::File {
+        path: "bin/printenv".into(),
+        mode: 0o755,
+        uid: 0,
+        content: PRINTENV_SCRIPT.to_vec(),
+    });
     entries.push(Entry::file(
         "etc/passwd",
         b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",

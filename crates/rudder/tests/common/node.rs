@@ -15,6 +15,8 @@ pub const IMAGE: &str = "rudder.test/busybox:1.0";
 
 pub struct NodeServer {
     pub server: Option<Server>,
+    /// A separate `rudder agent` (when the server runs with `--disable-agent`).
+    pub agent: Option<std::process::Child>,
     pub netns: String,
     pub node_name: String,
     dir: Option<tempfile::TempDir>,
@@ -44,6 +46,7 @@ impl NodeServer {
         let data_dir = dir.path().to_owned();
         let mut node = NodeServer {
             server: None,
+            agent: None,
             netns: netns.clone(),
             node_name: format!("node-{tag}"),
             dir: Some(dir),
@@ -63,6 +66,22 @@ impl NodeServer {
         args.extend(extra.iter().map(String::as_str));
         let server = Server::spawn(Some(&netns), &data_dir, &args);
         node.server = Some(server);
+        if extra.iter().any(|a| a == "--disable-agent") {
+            let child = command_in(Some(&netns), env!("CARGO_BIN_EXE_rudder"))
+                .args(["agent", "--kubeconfig"])
+                .arg(data_dir.join("admin.kubeconfig"))
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(["--node-name", &node.node_name, "--node-ip", "127.0.0.1"])
+                .env(
+                    "RUDDER_LOG",
+                    std::env::var("RUDDER_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("start rudder agent");
+            node.agent = Some(child);
+        }
         let s = node.server();
         super::eventually("the node to be Ready", || {
             let out = s.kubectl_raw(
@@ -170,6 +189,15 @@ impl Drop for NodeServer {
                 &["delete", "pods", "--all", "-A", "--grace-period=1", "--timeout=40s"],
                 None,
             );
+            if let Some(mut agent) = self.agent.take() {
+                let _ = Command::new("kill").args(["-TERM", &agent.id().to_string()]).status();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline && !matches!(agent.try_wait(), Ok(Some(_))) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let _ = agent.kill();
+                let _ = agent.wait();
+            }
             let _ = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
