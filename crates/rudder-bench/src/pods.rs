@@ -37,6 +37,8 @@ const POLL: Duration = Duration::from_millis(20);
 
 pub struct Options {
     rudder: Option<PathBuf>,
+    /// Pods created one after the other, each once the previous one runs.
+    sequential: usize,
     batch: usize,
     burst: usize,
     idle_seconds: u64,
@@ -50,6 +52,7 @@ impl Options {
     pub fn parse(args: &[String]) -> Result<Self> {
         let mut o = Options {
             rudder: None,
+            sequential: 10,
             batch: 30,
             burst: 100,
             idle_seconds: 60,
@@ -62,6 +65,7 @@ impl Options {
             let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
             match arg.as_str() {
                 "--rudder" => o.rudder = Some(value()?.into()),
+                "--sequential" => o.sequential = value()?.parse()?,
                 "--batch" => o.batch = value()?.parse()?,
                 "--burst" => o.burst = value()?.parse()?,
                 "--idle-seconds" => o.idle_seconds = value()?.parse()?,
@@ -116,6 +120,7 @@ pub async fn run(o: Options) -> Result<()> {
         .arg(&data_dir)
         .arg("--rudder")
         .arg(&binary)
+        .args(["--sequential", &o.sequential.to_string()])
         .args(["--batch", &o.batch.to_string(), "--burst", &o.burst.to_string()])
         .args(["--idle-seconds", &o.idle_seconds.to_string()]);
     let inner_ok = forward(inner_cmd, &mut figures).await?;
@@ -135,6 +140,12 @@ pub async fn run(o: Options) -> Result<()> {
     }
     let b = o.batch;
     for q in ["p50", "p99"] {
+        if let (Some(kubelet), Some(bare)) = (
+            figures.get(&format!("pods.sequential.create_to_running.{q}")),
+            figures.get(&format!("runtime.pod_start.sequential.{q}")),
+        ) {
+            bench(&format!("pods.sequential.overhead_over_runtime.{q}"), kubelet - bare, "ms");
+        }
         let (Some(kubelet), Some(bare)) = (
             figures.get(&format!("pods.batch{b}.create_to_running.{q}")),
             figures.get(&format!("runtime.pod_start.concurrent.{q}")),
@@ -436,6 +447,7 @@ async fn measure(
     bench("pods.up_to_node_ready", ready.as_secs_f64() * 1000.0, "ms");
 
     let api: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    run_sequential(&api, o.sequential).await?;
     let batch = format!("batch{}", o.batch);
     run_group(&api, &batch, o.batch, None).await?;
     let burst = format!("burst{}", o.burst);
@@ -532,6 +544,40 @@ async fn wait_seen(
         Ok(Err(_)) => bail!("the pod watch ended while waiting for {what}"),
         Err(_) => bail!("timed out waiting for {what}"),
     }
+}
+
+/// Creates `count` pods one at a time (each after the previous one is Running): the
+/// latency of a single pod start on an otherwise quiet node. Then deletes them.
+async fn run_sequential(api: &Api<Pod>, count: usize) -> Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let group = "sequential";
+    let (mut rx, watch) = watch_group(api, group);
+    let result = async {
+        wait_seen(&mut rx, "the pod watch to sync", |s| s.synced).await?;
+        let names: Vec<String> = (0..count).map(|i| format!("{group}-{i}")).collect();
+        let mut latencies = Latencies::default();
+        for name in &names {
+            let sent = Instant::now();
+            api.create(&PostParams::default(), &pod(name, group)?).await?;
+            wait_seen(&mut rx, name, |s| s.running.contains_key(name)).await?;
+            let t1 = rx.borrow().running[name];
+            latencies.record(t1.saturating_duration_since(sent));
+        }
+        let prefix = format!("pods.{group}.create_to_running");
+        bench(&format!("{prefix}.p50"), latencies.quantile_ms(0.5), "ms");
+        bench(&format!("{prefix}.p99"), latencies.quantile_ms(0.99), "ms");
+        delete_all(api, &names).await?;
+        wait_seen(&mut rx, "sequential pods gone", |s| {
+            names.iter().all(|n| s.gone.contains_key(n))
+        })
+        .await?;
+        Ok(())
+    }
+    .await;
+    watch.abort();
+    result
 }
 
 /// Creates `count` pods at once, measures create-to-Running per pod, then deletes them all

@@ -6,12 +6,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use rudder_client::api::{Target, call};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// Status patches in flight at once.
+const MAX_IN_FLIGHT: usize = 16;
 
 #[derive(Clone, Debug)]
 struct Pending {
@@ -92,39 +96,34 @@ impl StatusWriter {
                 _ = self.notify.notified() => {}
             }
             let batch: Vec<(String, Pending)> = self.lock().pending.drain().collect();
-            let mut failed = false;
-            for (uid, p) in batch {
-                let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace);
-                let patch = serde_json::json!({ "metadata": { "uid": uid }, "status": p.status });
-                let t = Target {
-                    verb: "patch status",
-                    kind: "Pod",
-                    namespace: &p.namespace,
-                    name: &p.name,
-                };
-                match call(
-                    t,
-                    timeout,
-                    api.patch_status(&p.name, &PatchParams::default(), &Patch::Merge(&patch)),
-                )
-                .await
-                {
-                    Ok(_) => {
-                        self.lock().written.insert(uid, p.status);
+            // Patches go out concurrently (bounded): a burst of pods is not written one
+            // round trip after the other.
+            let failed = std::sync::atomic::AtomicBool::new(false);
+            futures::stream::iter(batch)
+                .for_each_concurrent(MAX_IN_FLIGHT, |(uid, p)| {
+                    let (client, failed, me) = (client.clone(), &failed, &self);
+                    async move {
+                        let api: Api<Pod> = Api::namespaced(client, &p.namespace);
+                        let patch = serde_json::json!({ "metadata": { "uid": uid }, "status": p.status });
+                        let t = Target { verb: "patch status", kind: "Pod", namespace: &p.namespace, name: &p.name };
+                        let params = PatchParams::default();
+                        match call(t, timeout, api.patch_status(&p.name, &params, &Patch::Merge(&patch))).await {
+                            Ok(_) => {
+                                me.lock().written.insert(uid, p.status);
+                            }
+                            Err(e) if e.status().is_some_and(|s| matches!(s.code, 404 | 409 | 422)) => {
+                                tracing::debug!(error = %e, "pod status not written: the pod is gone or was replaced");
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "writing pod status failed; retrying");
+                                me.lock().pending.entry(uid).or_insert(p);
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
                     }
-                    Err(e)
-                        if e.status()
-                            .is_some_and(|s| s.code == 404 || s.code == 409 || s.code == 422) =>
-                    {
-                        tracing::debug!(error = %e, "pod status not written: the pod is gone or was replaced");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "writing pod status failed; retrying");
-                        self.lock().pending.entry(uid).or_insert(p);
-                        failed = true;
-                    }
-                }
-            }
+                })
+                .await;
+            let failed = failed.into_inner();
             if failed {
                 tokio::select! {
                     _ = cancel.cancelled() => return,

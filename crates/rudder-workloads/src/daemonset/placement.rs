@@ -4,14 +4,13 @@
 //! NoSchedule and NoExecute taints. A pod already running may stay while every NoExecute
 //! taint is tolerated.
 
+use rudder_client::objects::node_selector_term_matches;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorRequirement, NodeSelectorTerm, PodSpec, Taint, Toleration,
-};
+use k8s_openapi::api::core::v1::{Node, PodSpec, Taint, Toleration};
 
-use super::util::{NODE_NAME_FIELD, add_daemon_tolerations};
+use super::util::add_daemon_tolerations;
 
 /// The two answers for one node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,44 +66,6 @@ pub fn untolerated_taint<'a>(
         .find(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
 }
 
-fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = req.values.as_deref().unwrap_or_default();
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), [bound]) = (value, values) else { return false };
-            let (Ok(v), Ok(bound)) = (v.parse::<i64>(), bound.parse::<i64>()) else {
-                return false;
-            };
-            if req.operator == "Gt" { v > bound } else { v < bound }
-        }
-        _ => false,
-    }
-}
-
-/// One nodeSelectorTerm: every expression (labels) and field (`metadata.name`) matches; an
-/// empty term matches nothing.
-pub fn term_matches(
-    term: &NodeSelectorTerm,
-    node: &str,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-        && fields.iter().all(|r| {
-            r.key == NODE_NAME_FIELD
-                && matches!(r.operator.as_str(), "In" | "NotIn")
-                && requirement_matches(r, Some(node))
-        })
-}
-
 /// nodeSelector and requiredDuringSchedulingIgnoredDuringExecution against the node.
 pub fn required_affinity_matches(
     spec: &PodSpec,
@@ -123,7 +84,9 @@ pub fn required_affinity_matches(
         .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
     match required {
         None => true,
-        Some(sel) => sel.node_selector_terms.iter().any(|t| term_matches(t, node, labels)),
+        Some(sel) => {
+            sel.node_selector_terms.iter().any(|t| node_selector_term_matches(t, node, labels))
+        }
     }
 }
 
@@ -275,6 +238,7 @@ mod tests {
 
     #[test]
     fn operators() {
+        use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
         let labels = BTreeMap::from([("n".to_string(), "5".to_string())]);
         let req = |op: &str, values: &[&str]| NodeSelectorTerm {
             match_expressions: Some(vec![NodeSelectorRequirement {
@@ -284,11 +248,14 @@ mod tests {
             }]),
             match_fields: None,
         };
-        assert!(term_matches(&req("Gt", &["4"]), "x", &labels));
-        assert!(!term_matches(&req("Lt", &["4"]), "x", &labels));
-        assert!(term_matches(&req("NotIn", &["4"]), "x", &labels));
-        assert!(term_matches(&req("Exists", &[]), "x", &labels));
-        assert!(!term_matches(&req("DoesNotExist", &[]), "x", &labels));
-        assert!(!term_matches(&NodeSelectorTerm::default(), "x", &labels), "empty term");
+        assert!(node_selector_term_matches(&req("Gt", &["4"]), "x", &labels));
+        assert!(!node_selector_term_matches(&req("Lt", &["4"]), "x", &labels));
+        assert!(node_selector_term_matches(&req("NotIn", &["4"]), "x", &labels));
+        assert!(node_selector_term_matches(&req("Exists", &[]), "x", &labels));
+        assert!(!node_selector_term_matches(&req("DoesNotExist", &[]), "x", &labels));
+        assert!(
+            !node_selector_term_matches(&NodeSelectorTerm::default(), "x", &labels),
+            "empty term"
+        );
     }
 }
