@@ -233,8 +233,16 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<FieldError> {
             None => errors.push(FieldError::required("spec.template", "")),
         },
         "CronJob" => {
-            if at(obj, "/spec/schedule").and_then(Value::as_str).is_none_or(str::is_empty) {
-                errors.push(FieldError::required("spec.schedule", ""));
+            match at(obj, "/spec/schedule").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                None => errors.push(FieldError::required("spec.schedule", "")),
+                Some(schedule) => {
+                    let tz = at(obj, "/spec/timeZone").and_then(Value::as_str);
+                    for (field, message) in rudder_cron::validate_schedule(schedule, tz) {
+                        let value =
+                            if field == "spec.timeZone" { tz.unwrap_or("") } else { schedule };
+                        errors.push(FieldError::invalid(field, value, message));
+                    }
+                }
             }
             match at(obj, "/spec/jobTemplate/spec/template/spec") {
                 Some(spec) => {

@@ -14,7 +14,7 @@
 //! Each is `run(ctx, config, cancel)` over the process's shared informers; handlers only
 //! enqueue keys; decisions are pure functions unit-tested without a server.
 
-pub mod cron;
+pub use rudder_cron as cron;
 pub mod cronjob;
 pub mod error;
 pub mod job;

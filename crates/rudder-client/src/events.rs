@@ -117,6 +117,9 @@ async fn write_events(
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
     let mut recent: HashMap<FoldKey, Folded> = HashMap::new();
+    // Event names carry a time in ns; two events at the same clock reading (a ManualClock,
+    // a coarse clock) still get distinct names.
+    let mut last_name_ns: i128 = 0;
     while let Some(record) = rx.recv().await {
         let now = clock.now();
         let namespace =
@@ -150,8 +153,9 @@ async fn write_events(
                 continue;
             }
         }
-        let name =
-            format!("{}.{:x}", record.object.name.clone().unwrap_or_default(), now.as_nanosecond());
+        let name_ns = now.as_nanosecond().max(last_name_ns + 1);
+        last_name_ns = name_ns;
+        let name = format!("{}.{:x}", record.object.name.clone().unwrap_or_default(), name_ns);
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(name.clone()),

@@ -95,6 +95,31 @@ async fn repeated_events_are_folded_into_one_with_a_count() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_at_the_same_instant_get_distinct_names() {
+    let cluster = TestCluster::start().await;
+    let client = cluster.client();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let cm = api.create(&PostParams::default(), &config_map("frozen")).await.unwrap();
+    // A clock that does not move: both events are stamped with the same instant.
+    let clock = Arc::new(rudder_client::ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap()));
+    let ctx = Context::with_clock(client.clone(), CancellationToken::new(), clock);
+    let recorder = ctx.recorder("test-controller");
+    recorder.event(&cm, EventType::Normal, "First", "one");
+    recorder.event(&cm, EventType::Normal, "Second", "two");
+    let events: Api<Event> = Api::namespaced(client, "default");
+    let lp = ListParams::default().fields("involvedObject.name=frozen");
+    let start = tokio::time::Instant::now();
+    loop {
+        let list = events.list(&lp).await.unwrap().items;
+        if list.len() == 2 {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "an event was lost: {list:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn election(name: &str, identity: &str) -> LeaderElectionConfig {
     LeaderElectionConfig {
         lease_duration: Duration::from_secs(2),

@@ -199,3 +199,28 @@ fn seed_jobs_complete_and_a_failing_job_stops_at_its_backoff_limit() {
     assert_eq!(reason, "BackoffLimitExceeded");
     assert_eq!(s.kubectl(&["get", "job", "failing", "-o", "jsonpath={.status.failed}"]), "3");
 }
+
+#[test]
+fn cronjob_schedules_and_time_zones_are_validated() {
+    let s = Server::start_args(&["--disable-controller-manager", "--disable-scheduler"]);
+    let err = s.kubectl_fails(
+        &["create", "cronjob", "tz", "--image=busybox", "--schedule=TZ=UTC * * * * *"],
+        None,
+    );
+    assert!(
+        err.contains("spec.schedule: Invalid value")
+            && err.contains("cannot use TZ or CRON_TZ in schedule, use timeZone field instead"),
+        "{err}"
+    );
+    let err = s.kubectl_fails(
+        &["create", "cronjob", "bad", "--image=busybox", "--schedule=61 * * * *"],
+        None,
+    );
+    assert!(err.contains("spec.schedule: Invalid value: \"61 * * * *\""), "{err}");
+    let zone = "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: zone}\nspec:\n  schedule: '0 * * * *'\n  timeZone: Mars/Olympus\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{name: c, image: busybox}]\n";
+    let err = s.kubectl_fails(&["apply", "-f", "-"], Some(zone));
+    assert!(err.contains("spec.timeZone: Invalid value: \"Mars/Olympus\""), "{err}");
+    // The seed's schedule and a real zone are fine.
+    s.kubectl(&["create", "cronjob", "ok", "--image=busybox", "--schedule=*/1 * * * *"]);
+    s.kubectl_stdin(&["apply", "-f", "-"], Some(&zone.replace("Mars/Olympus", "Europe/Berlin")));
+}

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use k8s_openapi::jiff::civil::Date;
-use k8s_openapi::jiff::tz::TimeZone;
-use k8s_openapi::jiff::{SignedDuration, Timestamp, ToSpan};
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp, ToSpan};
 
 /// Where zone files are read from (Go's first system location).
 const ZONEINFO_DIR: &str = "/usr/share/zoneinfo";
@@ -271,8 +271,8 @@ fn next_in_zone(f: &Fields, tz: &TimeZone, t: Timestamp) -> Option<Timestamp> {
     }
 }
 
-fn jiff_midnight() -> k8s_openapi::jiff::civil::Time {
-    k8s_openapi::jiff::civil::Time::midnight()
+fn jiff_midnight() -> jiff::civil::Time {
+    jiff::civil::Time::midnight()
 }
 
 fn zone_cache() -> &'static Mutex<HashMap<String, TimeZone>> {
