@@ -293,9 +293,10 @@ async fn seed_volumes_bind_like_upstream_and_are_reclaimed_by_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_class_is_assigned_retroactively() {
     let env = start().await;
-    env.binder();
+    // No default class (removed before the binder starts, so its cache never has one).
     let classes: Api<StorageClass> = Api::all(env.client.clone());
     let _ = classes.delete("local-path", &DeleteParams::default()).await;
+    env.binder();
     let pvcs = env.pvcs();
     let created = env
         .create(
