@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod};
+use k8s_openapi::api::core::v1::{
+    NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::Resource;
 
@@ -66,6 +68,28 @@ pub fn selector_string(selector: &LabelSelector) -> String {
 }
 
 /// The owner reference with `controller: true`, if any.
+/// Whether `toleration` tolerates `taint` (upstream's ToleratesTaint): effect and key match
+/// when set, and `Exists`, or `Equal` (the default) with the same value.
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty())
+        && effect != taint.effect
+    {
+        return false;
+    }
+    if let Some(key) = toleration.key.as_deref().filter(|k| !k.is_empty())
+        && key != taint.key
+    {
+        return false;
+    }
+    match toleration.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "" | "Equal" => {
+            toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
+        _ => false,
+    }
+}
+
 /// One node selector requirement against a label's value (None: the label is absent):
 /// In, NotIn, Exists, DoesNotExist, and the integer comparisons Gt and Lt.
 pub fn node_selector_requirement_matches(

@@ -18,25 +18,7 @@ pub const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
 pub const NO_SCHEDULE: &str = "NoSchedule";
 pub const NO_EXECUTE: &str = "NoExecute";
 
-/// upstream's `Toleration.ToleratesTaint`.
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect = toleration.effect.as_deref().unwrap_or_default();
-    if !effect.is_empty() && effect != taint.effect {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or_default() {
-        "" | "Equal" => {
-            toleration.value.as_deref().unwrap_or_default()
-                == taint.value.as_deref().unwrap_or_default()
-        }
-        "Exists" => true,
-        _ => false,
-    }
-}
+pub use rudder_client::objects::tolerates;
 
 /// The tolerations a pod has once upstream's DefaultTolerationSeconds admission plugin ran:
 /// NoExecute tolerations of `not-ready` and `unreachable` for `seconds` unless the pod

@@ -49,26 +49,7 @@ pub const REASON_NODE_AFFINITY: &str = "node(s) didn't match Pod's node affinity
 pub const REASON_NODE_PORTS: &str = "node(s) didn't have free ports for the requested pod ports";
 pub const REASON_TOO_MANY_PODS: &str = "Too many pods";
 
-/// Whether `toleration` tolerates `taint` (upstream's ToleratesTaint).
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty())
-        && effect != taint.effect
-    {
-        return false;
-    }
-    if let Some(key) = toleration.key.as_deref().filter(|k| !k.is_empty())
-        && key != taint.key
-    {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "" | "Equal" => {
-            toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-        _ => false,
-    }
-}
+pub use rudder_client::objects::tolerates;
 
 pub fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
     tolerations.iter().any(|t| tolerates(t, taint))

@@ -33,26 +33,7 @@ pub fn daemon_pod_spec(ds: &DaemonSet, node: &str) -> PodSpec {
     spec
 }
 
-/// Whether `toleration` tolerates `taint` (upstream's ToleratesTaint).
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty())
-        && effect != taint.effect
-    {
-        return false;
-    }
-    if let Some(key) = toleration.key.as_deref().filter(|k| !k.is_empty())
-        && key != taint.key
-    {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "" | "Equal" => {
-            toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-        _ => false,
-    }
-}
+pub use rudder_client::objects::tolerates;
 
 /// The first taint accepted by `effects` that no toleration tolerates.
 pub fn untolerated_taint<'a>(
