@@ -5,6 +5,7 @@
 //! [`Runtime`]: rudder_runtime::Runtime
 
 pub mod exec;
+pub mod frames;
 pub mod image_adapter;
 pub mod layout;
 pub mod net_adapter;
@@ -12,7 +13,12 @@ pub mod providers;
 pub mod rootfs;
 pub mod runtime;
 pub mod shim;
+mod shim_io;
+pub mod sockets;
 pub mod spec;
+mod streaming;
+#[allow(unsafe_code)]
+mod sys;
 pub mod user;
 
 pub use runtime::{NativeRuntime, ShimCommand};

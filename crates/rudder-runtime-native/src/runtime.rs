@@ -16,8 +16,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
 use rudder_runtime::{
-    ContainerConfig, ContainerState, ContainerStatus, ExecRequest, ExecResult, ExecSession,
-    ImageInfo, PodSandboxConfig, PodSandboxState, PodSandboxStatus, Result, Runtime, RuntimeError,
+    AttachRequest, AttachSession, BoxStream, ContainerConfig, ContainerState, ContainerStatus,
+    ExecRequest, ExecResult, ExecSession, ImageInfo, PodSandboxConfig, PodSandboxState,
+    PodSandboxStatus, Result, Runtime, RuntimeError,
 };
 
 use crate::layout::{
@@ -27,6 +28,7 @@ use crate::layout::{
 use crate::providers::{ImageProvider, NetworkProvider};
 use crate::shim::{ShimArgs, cleanup_libcontainer};
 use crate::spec::{self, SandboxPaths};
+use crate::streaming;
 use crate::{rootfs, user};
 
 /// How long a shim may take to report that its container runs.
@@ -186,16 +188,27 @@ impl NativeRuntime {
         }
     }
 
-    fn exec_command(&self, id: &str, command: &[String], tty: bool) -> Command {
+    fn exec_command(
+        &self,
+        id: &str,
+        command: &[String],
+        tty: bool,
+        control: Option<&str>,
+    ) -> Command {
         let mut cmd = Command::new(&self.shim.program);
         cmd.args(&self.shim.prefix_args)
             .arg("exec")
             .arg("--state-root")
             .arg(self.layout.libcontainer_root())
             .arg("--id")
-            .arg(id);
+            .arg(id)
+            .arg("--dir")
+            .arg(self.layout.container_dir(id));
         if tty {
             cmd.arg("--tty");
+        }
+        if let Some(name) = control {
+            cmd.arg("--control").arg(name);
         }
         cmd.arg("--").args(command).kill_on_drop(true);
         cmd
@@ -437,9 +450,6 @@ impl Runtime for NativeRuntime {
         if sandbox.stopped {
             return Err(internal(format!("pod sandbox {sandbox_id} is stopped")));
         }
-        if config.tty || config.stdin {
-            return Err(RuntimeError::Unsupported("tty and stdin for a container's main process"));
-        }
         let id = new_id();
         let dir = self.layout.container_dir(&id);
         fs::create_dir_all(&dir).map_err(io_ctx(format!("creating {}", dir.display())))?;
@@ -470,6 +480,9 @@ impl Runtime for NativeRuntime {
             libcontainer_root: self.layout.libcontainer_root(),
             log_path: rec.log_path.clone(),
             memory_cgroup: Some(memory_cgroup_dir(&rec.cgroups_path)),
+            tty: rec.config.tty,
+            stdin: rec.config.stdin,
+            stdin_once: rec.config.stdin_once,
         };
         let shim_log =
             fs::File::create(dir.join("shim.log")).map_err(io_ctx("creating shim.log"))?;
@@ -568,7 +581,7 @@ impl Runtime for NativeRuntime {
     ) -> Result<ExecResult> {
         self.require_running(container_id, "exec").await?;
         let mut child = self
-            .exec_command(container_id, command, false)
+            .exec_command(container_id, command, false, None)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -601,7 +614,14 @@ impl Runtime for NativeRuntime {
 
     async fn exec(&self, container_id: &str, request: &ExecRequest) -> Result<ExecSession> {
         self.require_running(container_id, "exec").await?;
-        let mut cmd = self.exec_command(container_id, &request.command, request.tty);
+        let (control, resize) = if request.tty {
+            let (name, tx) = streaming::exec_control(&self.layout.container_dir(container_id))?;
+            (Some(name), Some(tx))
+        } else {
+            (None, None)
+        };
+        let mut cmd =
+            self.exec_command(container_id, &request.command, request.tty, control.as_deref());
         cmd.stdin(if request.stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -614,6 +634,25 @@ impl Runtime for NativeRuntime {
             let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(255);
             let _ = tx.send(code);
         });
-        Ok(ExecSession { stdin, stdout, stderr, exit: rx })
+        Ok(ExecSession { stdin, stdout, stderr, resize, exit: rx })
+    }
+
+    async fn attach(&self, container_id: &str, request: &AttachRequest) -> Result<AttachSession> {
+        let rec = self.container_record(container_id)?;
+        self.require_running(container_id, "attach").await?;
+        if request.stdin && !rec.config.stdin {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "container {container_id} was not created with stdin: true; cannot attach its stdin"
+            )));
+        }
+        streaming::attach(&self.layout.container_dir(container_id), rec.config.tty, request).await
+    }
+
+    async fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<BoxStream> {
+        let rec = self.sandbox_record(sandbox_id)?;
+        if rec.stopped {
+            return Err(internal(format!("pod sandbox {sandbox_id} is stopped")));
+        }
+        streaming::port_forward(rec.netns.clone(), port).await
     }
 }

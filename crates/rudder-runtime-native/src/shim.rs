@@ -2,29 +2,34 @@
 //! as `rudder shim run ...`) that creates and starts one container with libcontainer, is its
 //! parent and subreaper, turns its stdout/stderr into a CRI-format log file, and records its
 //! exit code and finish time. It runs in its own session, so the agent that started it can
-//! restart (or die) without the container noticing.
+//! restart (or die) without the container noticing. With a TTY it holds the master side of
+//! the terminal libcontainer made inside the container; with stdin, the pipe's write end.
+//! Clients attach through `attach.sock` in the container directory ([`crate::shim_io`]).
 //!
 //! Protocol with the agent: the shim prints exactly one JSON line on stdout — `{"pid":N}`
 //! once the container's process runs, or `{"error":"..."}` — and never writes there again.
 //! Everything else goes through files in the container directory (see [`crate::layout`]).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::{self, BufWriter, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::Duration;
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use rudder_runtime::logs::{LineSplitter, Stream};
-
 use crate::layout::{ExitRecord, StartedRecord, now_ns, write_json};
+use crate::shim_io::{ContainerIo, Pump, exit_code};
+use crate::sockets::{self, ATTACH_SOCKET, CONSOLE_SOCKET, ShortDir};
+
+/// How long libcontainer gets to hand over the terminal it made in the container.
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What `rudder shim run` needs; all paths absolute.
 #[derive(Clone, Debug)]
@@ -35,6 +40,12 @@ pub struct ShimArgs {
     pub log_path: PathBuf,
     /// Memory cgroup directory to read the OOM-kill counter from after the exit.
     pub memory_cgroup: Option<PathBuf>,
+    /// The process gets a terminal (the spec says `terminal: true`).
+    pub tty: bool,
+    /// The process's stdin is kept open for attach clients (else it is /dev/null).
+    pub stdin: bool,
+    /// The first attach client holding stdin closes it when it detaches.
+    pub stdin_once: bool,
 }
 
 impl ShimArgs {
@@ -54,6 +65,13 @@ impl ShimArgs {
             v.push("--memory-cgroup".to_owned());
             v.push(m.display().to_string());
         }
+        for (set, flag) in
+            [(self.tty, "--tty"), (self.stdin, "--stdin"), (self.stdin_once, "--stdin-once")]
+        {
+            if set {
+                v.push(flag.to_owned());
+            }
+        }
         v
     }
 
@@ -63,8 +81,18 @@ impl ShimArgs {
         let mut root = None;
         let mut log = None;
         let mut memory_cgroup = None;
+        let (mut tty, mut stdin, mut stdin_once) = (false, false, false);
         let mut it = args.iter();
         while let Some(flag) = it.next() {
+            match flag.as_str() {
+                "--tty" => tty = true,
+                "--stdin" => stdin = true,
+                "--stdin-once" => stdin_once = true,
+                _ => {}
+            }
+            if matches!(flag.as_str(), "--tty" | "--stdin" | "--stdin-once") {
+                continue;
+            }
             let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
             match flag.as_str() {
                 "--id" => id = Some(value.clone()),
@@ -81,6 +109,9 @@ impl ShimArgs {
             libcontainer_root: root.ok_or("--state-root is required")?,
             log_path: log.ok_or("--log is required")?,
             memory_cgroup,
+            tty,
+            stdin,
+            stdin_once,
         })
     }
 }
@@ -174,25 +205,71 @@ fn run(args: &ShimArgs) -> i32 {
 
 struct Running {
     pid: Pid,
-    stdout: File,
-    stderr: File,
+    io: ContainerIo,
+    attach: Option<UnixListener>,
 }
 
 fn start(args: &ShimArgs) -> Result<Running, String> {
-    let (out_r, out_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let (err_r, err_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let devnull: OwnedFd = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?.into();
-    let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+    let dir = ShortDir::open(&args.container_dir)
+        .map_err(|e| format!("opening {}: {e}", args.container_dir.display()))?;
+    // Listening before the process starts: an attach can follow the start at once. Without
+    // it the container still runs (no attach, logs only).
+    let attach = dir.listen(ATTACH_SOCKET).map_err(|e| eprintln!("shim: attach socket: {e}")).ok();
+    let builder = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&args.libcontainer_root)
-        .map_err(|e| format!("libcontainer root: {e}"))?
-        .with_stdin(devnull)
-        .with_stdout(out_w)
-        .with_stderr(err_w)
+        .map_err(|e| format!("libcontainer root: {e}"))?;
+    let mut console = None;
+    let mut kept = None;
+    let builder = if args.tty {
+        let listener = dir.listen(CONSOLE_SOCKET).map_err(|e| format!("console socket: {e}"))?;
+        console = Some(listener);
+        builder.with_console_socket(Some(args.container_dir.join(CONSOLE_SOCKET)))
+    } else {
+        let (out_r, out_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (err_r, err_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let stdin: OwnedFd = if args.stdin {
+            let (in_r, in_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+            kept = Some((out_r, err_r, Some(File::from(in_w))));
+            in_r
+        } else {
+            kept = Some((out_r, err_r, None));
+            File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?.into()
+        };
+        builder.with_stdin(stdin).with_stdout(out_w).with_stderr(err_w)
+    };
+    crate::sys::default_signals();
+    let built = builder
         .as_init(args.container_dir.join("bundle"))
         .with_systemd(false)
         .with_detach(true)
-        .build()
-        .map_err(|e| format!("creating the container: {e}"))?;
+        .build();
+    crate::sys::ignore_sigpipe();
+    let mut container = built.map_err(|e| format!("creating the container: {e}"))?;
+    let io = match (console, kept) {
+        (Some(listener), _) => {
+            let master = sockets::receive_fd(&listener, CONSOLE_TIMEOUT)
+                .map_err(|e| format!("receiving the container's terminal: {e}"))?;
+            drop(listener);
+            let _ = fs::remove_file(dir.path(CONSOLE_SOCKET));
+            let master = File::from(master);
+            let clone = |f: &File| f.try_clone().map_err(|e| format!("terminal: {e}"));
+            ContainerIo {
+                stdout: clone(&master)?,
+                stderr: None,
+                stdin: if args.stdin { Some(clone(&master)?) } else { None },
+                tty: Some(master),
+                stdin_once: args.stdin_once,
+            }
+        }
+        (None, Some((out_r, err_r, stdin))) => ContainerIo {
+            stdout: File::from(out_r),
+            stderr: Some(File::from(err_r)),
+            stdin,
+            tty: None,
+            stdin_once: args.stdin_once,
+        },
+        (None, None) => return Err("no stdio for the container".to_owned()),
+    };
     container.start().map_err(|e| format!("starting the container: {e}"))?;
     let pid = container
         .pid()
@@ -207,11 +284,11 @@ fn start(args: &ShimArgs) -> Result<Running, String> {
         },
     )
     .map_err(|e| format!("writing started.json: {e}"))?;
-    Ok(Running { pid, stdout: File::from(out_r), stderr: File::from(err_r) })
+    Ok(Running { pid, io, attach })
 }
 
-/// Copies output into the log until the process exited and its pipes closed, then records
-/// the exit.
+/// Copies output into the log (and to attached clients) until the process exited and its
+/// output drained, then records the exit.
 fn supervise(args: &ShimArgs, running: Running) -> i32 {
     // Signals are blocked only now, after the container started: a blocked mask would be
     // inherited by the container's process. SIGTERM/SIGINT/SIGHUP are swallowed: the shim
@@ -238,63 +315,10 @@ fn supervise(args: &ShimArgs, running: Running) -> i32 {
         }
     };
     let mut log = BufWriter::new(log);
-    let mut streams = [
-        Some((running.stdout, LineSplitter::new(Stream::Stdout))),
-        Some((running.stderr, LineSplitter::new(Stream::Stderr))),
-    ];
-    let mut status: Option<WaitStatus> = reap(running.pid);
-    let mut buf = vec![0u8; 32 * 1024];
-    while status.is_none() || streams.iter().any(Option::is_some) {
-        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        let open: Vec<usize> = (0..2).filter(|&i| streams[i].is_some()).collect();
-        for &i in &open {
-            if let Some((f, _)) = &streams[i] {
-                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-            }
-        }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                eprintln!("shim: poll: {e}");
-                break;
-            }
-        }
-        let ready: Vec<bool> =
-            fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
-        drop(fds);
-        if ready[0] {
-            while let Ok(Some(_)) = sfd.read_signal() {}
-            if status.is_none() {
-                status = reap(running.pid);
-            } else {
-                reap(running.pid);
-            }
-        }
-        for (k, &i) in open.iter().enumerate() {
-            if !ready[k + 1] {
-                continue;
-            }
-            let now = SystemTime::now();
-            let (file, splitter) = streams[i].as_mut().expect("open stream");
-            match file.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    let _ = splitter.finish(now, &mut log);
-                    streams[i] = None;
-                }
-                Ok(n) => {
-                    let _ = splitter.feed(&buf[..n], now, &mut log);
-                }
-            }
-        }
-        let _ = log.flush();
-    }
-    let _ = log.flush();
-    let exit_code = match status {
-        Some(WaitStatus::Exited(_, code)) => code,
-        Some(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
-        _ => 255,
-    };
+    let pid = running.pid;
+    let status = Pump::new(running.io, running.attach, &mut log).run(&sfd, || reap(pid));
+    let _ = fs::remove_file(args.container_dir.join(ATTACH_SOCKET));
+    let exit_code = exit_code(status);
     let oom = args.memory_cgroup.as_deref().is_some_and(oom_killed);
     let reason = if oom {
         "OOMKilled"

@@ -281,7 +281,7 @@ pub fn build(
     Ok(json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": config.tty,
             "user": {"uid": uid, "gid": gid, "additionalGids": additional_gids},
             "args": args,
             "env": merge_env(&image.env, &sandbox.hostname, &config.envs),

@@ -91,4 +91,9 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<ExecResult>;
     /// Starts a command in a running container with streamed stdio (TTY or not).
     async fn exec(&self, container_id: &str, request: &ExecRequest) -> Result<ExecSession>;
+    /// Attaches to a running container's main process (`kubectl attach`, `run -it`).
+    async fn attach(&self, container_id: &str, request: &AttachRequest) -> Result<AttachSession>;
+    /// Connects to `port` on the pod's loopback, inside its network namespace
+    /// (`kubectl port-forward`).
+    async fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<BoxStream>;
 }

@@ -17,9 +17,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use crate::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ExecRequest, ExecResult,
-    ExecSession, ImageInfo, PodSandboxConfig, PodSandboxState, PodSandboxStatus, Result, Runtime,
-    RuntimeError,
+    AttachRequest, AttachSession, BoxStream, ContainerConfig, ContainerMetadata, ContainerState,
+    ContainerStatus, ExecRequest, ExecResult, ExecSession, ImageInfo, PodSandboxConfig,
+    PodSandboxState, PodSandboxStatus, Result, Runtime, RuntimeError,
 };
 
 pub const EXIT_AFTER_MS_ANNOTATION: &str = "sim.rudder.dev/exit-after-ms";
@@ -338,6 +338,14 @@ impl Runtime for SimulatedRuntime {
 
     async fn exec(&self, _container_id: &str, _request: &ExecRequest) -> Result<ExecSession> {
         Err(RuntimeError::Unsupported("exec in a simulated container"))
+    }
+
+    async fn attach(&self, _container_id: &str, _request: &AttachRequest) -> Result<AttachSession> {
+        Err(RuntimeError::Unsupported("attach to a simulated container"))
+    }
+
+    async fn port_forward(&self, _sandbox_id: &str, _port: u16) -> Result<BoxStream> {
+        Err(RuntimeError::Unsupported("port-forward to a simulated pod"))
     }
 }
 

@@ -197,14 +197,62 @@ pub struct ExecRequest {
 pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
 pub type BoxWrite = Pin<Box<dyn AsyncWrite + Send>>;
 
+/// A byte stream both ways (a port-forward connection).
+pub trait AsyncStream: AsyncRead + AsyncWrite + Send {}
+impl<T: AsyncRead + AsyncWrite + Send> AsyncStream for T {}
+pub type BoxStream = Pin<Box<dyn AsyncStream>>;
+
+/// A terminal's size in character cells (CRI `Resize`; kubectl's `TerminalSize`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalSize {
+    pub width: u16,
+    pub height: u16,
+}
+
+/// Where terminal size changes go while a TTY session runs. Sending fails once the session
+/// ended; a full channel drops the change (the next one carries the latest size).
+pub type ResizeSender = tokio::sync::mpsc::Sender<TerminalSize>;
+
 /// A running exec: stdio streams and the exit code. With a TTY, stderr is merged into
 /// stdout (as upstream) and `stderr` is None.
 pub struct ExecSession {
     pub stdin: Option<BoxWrite>,
     pub stdout: BoxRead,
     pub stderr: Option<BoxRead>,
+    /// Terminal size changes, with a TTY.
+    pub resize: Option<ResizeSender>,
     /// Resolves to the command's exit code once it ends.
     pub exit: tokio::sync::oneshot::Receiver<i32>,
+}
+
+/// What an attach to a container's main process wants (CRI `AttachRequest`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttachRequest {
+    /// Write to the process's stdin (the container must have been created with `stdin`).
+    pub stdin: bool,
+    pub stdout: bool,
+    /// Ignored with a TTY: the terminal merges stderr into stdout.
+    pub stderr: bool,
+}
+
+/// An attach to a container's main process: its output from now on, its stdin when asked
+/// for, and its exit code if it ends while attached. Dropping the session detaches; with
+/// `stdinOnce`, the first detach of a session holding stdin closes the process's stdin.
+pub struct AttachSession {
+    pub stdin: Option<BoxWrite>,
+    pub stdout: Option<BoxRead>,
+    pub stderr: Option<BoxRead>,
+    /// Terminal size changes, when the container has a TTY.
+    pub resize: Option<ResizeSender>,
+    /// Resolves to the exit code when the process ends during the attach; closed (an
+    /// error) when the session ends first.
+    pub exit: tokio::sync::oneshot::Receiver<i32>,
+}
+
+impl std::fmt::Debug for AttachSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachSession").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for ExecSession {

@@ -46,6 +46,21 @@ impl Expectations {
         }
     }
 
+    /// Whether the owner may be synced, and then `read` (the owner's objects from the
+    /// cache), in that order. The informer caches an object before its handlers observe it,
+    /// so when every expected change was observed at the check, the read includes them all.
+    /// Read before the check, an object created last round and observed in between would be
+    /// missing from a read that the check then lets the sync act on: it would be created
+    /// again.
+    pub async fn satisfied_then<T>(
+        &self,
+        owner: &ObjectKey,
+        read: impl Future<Output = T>,
+    ) -> (bool, T) {
+        let satisfied = self.satisfied(owner);
+        (satisfied, read.await)
+    }
+
     /// Expects `count` pod creations (replacing earlier expectations).
     pub fn expect_creations(&self, owner: &ObjectKey, count: usize) {
         let record =

@@ -92,12 +92,11 @@ impl Controller {
             return Ok(Outcome::Done);
         }
         let nodes = self.nodes.list();
-        let empty = BTreeMap::new();
-        let candidates = self.pods.list_namespace(&key.0);
-        let pods = claim_objects(&self.client, &*ds, candidates, |p: &Pod| {
-            selector_matches(&selector, p.metadata.labels.as_ref().unwrap_or(&empty))
-        })
-        .await?;
+        // The pods are read after the expectations check (upstream's manage reads them after
+        // it too): read before, a pod created last round and observed in between would be
+        // missing, and its node would get another one.
+        let (settled, pods) = self.expectations.satisfied_then(&key, self.daemon_pods(&ds)).await;
+        let pods = pods?;
         let (cur, old) = self.construct_history(&ds, &pods).await?;
         let hash = cur
             .metadata
@@ -108,7 +107,7 @@ impl Controller {
             .unwrap_or_default();
         let current = Current::of(&ds, &hash);
 
-        if !self.expectations.satisfied(&key) {
+        if !settled {
             // Only the counts; observedGeneration waits until this generation is acted on.
             return self.update_status(&ds, &nodes, &pods, &current, false).await;
         }
@@ -140,18 +139,38 @@ impl Controller {
         current: &Current,
         old: &[Arc<ControllerRevision>],
     ) -> Result<Option<Duration>, Error> {
-        let retry = self.manage(key, ds, nodes, pods, current).await?;
-        if self.expectations.satisfied(key) && strategy_type(ds) == ROLLING_UPDATE {
-            let by_node = node_pods(pods, false);
+        let (retry, wrote) = self.manage(key, ds, nodes, pods, current).await?;
+        let mut fresh = None;
+        if strategy_type(ds) == ROLLING_UPDATE && self.expectations.satisfied(key) {
+            // What manage created and deleted is not in `pods`; it has all been observed
+            // now, so a new read has it (upstream's rollingUpdate reads the pods again too).
+            if wrote {
+                fresh = Some(self.daemon_pods(ds).await?);
+            }
+            let by_node = node_pods(fresh.as_deref().unwrap_or(pods), false);
             let plan = rolling_plan(nodes, ds, &by_node, current, self.clock.now())
                 .map_err(|m| invalid(ds, m))?;
             self.sync_nodes(key, ds, plan.delete, plan.create_on, current).await?;
         }
-        self.cleanup_history(ds, old, pods).await?;
+        self.cleanup_history(ds, old, fresh.as_deref().unwrap_or(pods)).await?;
         Ok(retry)
     }
 
-    /// Creates the missing daemon pods and deletes the ones that should go.
+    /// The DaemonSet's pods from the cache, orphans its selector matches adopted and pods it
+    /// no longer matches released (upstream's getDaemonPods).
+    async fn daemon_pods(&self, ds: &DaemonSet) -> Result<Vec<Arc<Pod>>, Error> {
+        let selector = ds.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+        let namespace = ds.metadata.namespace.as_deref().unwrap_or("");
+        let empty = BTreeMap::new();
+        let candidates = self.pods.list_namespace(namespace);
+        claim_objects(&self.client, ds, candidates, |p: &Pod| {
+            selector_matches(&selector, p.metadata.labels.as_ref().unwrap_or(&empty))
+        })
+        .await
+    }
+
+    /// Creates the missing daemon pods and deletes the ones that should go; says when to look
+    /// again and whether it created or deleted any.
     async fn manage(
         &self,
         key: &ObjectKey,
@@ -159,7 +178,7 @@ impl Controller {
         nodes: &[Arc<Node>],
         pods: &[Arc<Pod>],
         current: &Current,
-    ) -> Result<Option<Duration>, Error> {
+    ) -> Result<(Option<Duration>, bool), Error> {
         let by_node = node_pods(pods, false);
         let now = self.clock.now();
         let plan = manage_plan(nodes, ds, &by_node, current, &self.backoff, now);
@@ -180,10 +199,11 @@ impl Controller {
             self.recorder.event(ds, EventType::Normal, SUCCEEDED_DAEMON_POD, message);
         }
         let gone = self.pods_on_deleted_nodes(&plan.on_missing_nodes).await?;
+        let wrote = !(gone.is_empty() && plan.delete.is_empty() && plan.create_on.is_empty());
         let forced = self.force_delete(ds, &gone).await;
         let synced = self.sync_nodes(key, ds, plan.delete, plan.create_on, current).await;
         Error::aggregate(forced.into_iter().chain(synced.err()).collect())?;
-        Ok(plan.retry_after)
+        Ok((plan.retry_after, wrote))
     }
 
     /// The pods bound to nodes the API no longer has (checked with a read, so a node the

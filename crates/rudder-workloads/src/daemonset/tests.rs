@@ -273,3 +273,76 @@ fn allowances_default_to_one_unavailable() {
     let d = ds(rolling(json!("30%"), json!(0)), json!({}), 0);
     assert_eq!(allowances(&d, 10), Ok((0, 3)));
 }
+
+/// A pod as the controller creates it: controlled by the DaemonSet `d` of [`ds`].
+fn created_pod(name: &str, node: &str, hash: &str, age_s: i64, state: &str) -> Pod {
+    let mut p = (*pod(name, node, hash, age_s, state)).clone();
+    p.metadata.owner_references = Some(vec![
+        serde_json::from_value(json!({ "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "name": "d", "uid": "u", "controller": true }))
+        .unwrap(),
+    ]);
+    p
+}
+
+/// The flake of the surge rollout (a third pod on a node): a sync read the pods, then the
+/// pod it created last round was observed, then the expectations check let it act on the
+/// read without that pod, and it started another new pod next to it. The sync reads the
+/// pods only after the check; here the watch delivers the pod at the worst moment, right
+/// after the read.
+#[tokio::test]
+async fn a_sync_acts_only_on_pods_read_after_its_creations_were_observed() {
+    use super::handlers::Handlers;
+    use crate::expectations::Expectations;
+    use crate::recent::RecentWrites;
+    use k8s_openapi::api::apps::v1::ControllerRevision;
+    use rudder_client::{Informer, ManualClock, ObjectKey, WorkQueue};
+
+    let d = ds(rolling(json!(0), json!(1)), json!({}), 0);
+    let ns = nodes(&["s0", "s1"]);
+    let key: ObjectKey = ("ns".into(), "d".into());
+    let daemon_sets = Informer::<DaemonSet>::new();
+    daemon_sets.apply(d.clone());
+    let pods = Informer::<Pod>::new();
+    let expectations = Arc::new(Expectations::new(Arc::new(ManualClock::new(now()))));
+    Handlers {
+        daemon_sets: daemon_sets.clone(),
+        queue: WorkQueue::new(),
+        expectations: expectations.clone(),
+        written: Arc::new(RecentWrites::default()),
+    }
+    .register(&Informer::<ControllerRevision>::new(), &pods, &Informer::<Node>::new());
+    // s0 is done; on s1 the old pod is still alone in the cache.
+    pods.apply(created_pod("s0-new", "s0", NEW, 50, "ready"));
+    pods.apply(created_pod("s1-old", "s1", OLD, 100, "ready"));
+    let before: Vec<Arc<Pod>> = pods.list();
+    // What a sync decides from that: start a new pod on s1.
+    assert_eq!(roll(&d, &ns, &before).create_on, vec!["s1"]);
+    assert!(manage(&d, &ns, &before, &Backoff::default()).create_on.is_empty());
+
+    // That sync created s1-new; its watch event arrives right after the next sync's read.
+    expectations.expect(&key, 1, []);
+    let s1_new = created_pod("s1-new", "s1", NEW, 0, "running");
+    let (settled, read) = expectations
+        .satisfied_then(&key, async {
+            let read = pods.list();
+            pods.apply(s1_new.clone());
+            read
+        })
+        .await;
+    assert!(
+        !settled || names(&read).contains(&"s1-new".to_owned()),
+        "a sync may act only on a read that has the pod it created: {:?}",
+        names(&read)
+    );
+    // Such a read would have started a second new pod on s1, next to s1-new and s1-old.
+    assert_eq!(roll(&d, &ns, &read).create_on, vec!["s1"]);
+
+    // The next sync (the observation enqueued it) reads s1-new and waits for it.
+    assert_eq!(expectations.pending(&key), (0, 0));
+    let (settled, read) = expectations.satisfied_then(&key, async { pods.list() }).await;
+    assert!(settled);
+    assert_eq!(names(&read), vec!["s0-new", "s1-new", "s1-old"]);
+    assert_eq!(roll(&d, &ns, &read), RollingPlan::default());
+    assert!(manage(&d, &ns, &read, &Backoff::default()).delete.is_empty());
+}
