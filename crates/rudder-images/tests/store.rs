@@ -111,14 +111,26 @@ async fn remove_and_gc_delete_only_unreferenced_layers() {
     assert!(!s.store.blob_path(&app.manifest_digest).exists());
     assert!(s.store.blob_path(&base.manifest_digest).exists());
 
-    // Removing by digest removes the image with all its names; then gc empties the store.
+    // A container over base pins its layers: they outlive the image until unpinned.
+    s.store.pin("container-1", &s.store.layer_dirs(&a)).unwrap();
+    assert!(s.store.pin("../escape", &s.store.layer_dirs(&a)).is_err());
+    // Removing by digest removes the image with all its names.
     match s.store.remove(base.manifest_digest.as_str()).unwrap() {
         Removed::Deleted(r) => assert_eq!(r.digest, base.manifest_digest),
         other => panic!("{other:?}"),
     }
     assert!(s.store.list().unwrap().is_empty());
     let stats = s.store.gc().await.unwrap();
-    assert_eq!((stats.layers_removed, stats.blobs_removed), (1, 2));
+    assert_eq!((stats.layers_removed, stats.layers_kept, stats.blobs_removed), (0, 1, 2));
+    assert!(s.store.layer_dirs(&a)[0].join("bin/busybox").is_file(), "pinned layer kept");
+    // Unpinned, gc empties the store; pinning a layer that is gone fails.
+    s.store.unpin("container-1").unwrap();
+    s.store.unpin("container-1").unwrap();
+    let stats = s.store.gc().await.unwrap();
+    assert_eq!((stats.layers_removed, stats.blobs_removed), (1, 0));
+    let e = s.store.pin("container-2", &s.store.layer_dirs(&a)).unwrap_err();
+    assert!(e.to_string().contains("pull the image again"), "{e}");
+    assert!(entries(&s.store.root().join("pins")).is_empty());
     assert!(entries(&s.store.root().join("layers")).is_empty());
     assert!(entries(&s.store.root().join("blobs/sha256")).is_empty());
     assert!(entries(&s.store.root().join("tmp")).is_empty());

@@ -68,6 +68,7 @@ impl ImageProvider for ImageStoreAdapter {
                     cmd: c.cmd.clone(),
                     env: c.env.clone(),
                     working_dir: Some(c.working_dir.clone()).filter(|w| !w.is_empty()),
+                    stop_signal: c.stop_signal.clone(),
                 },
                 user: c.user.clone(),
             }))
@@ -94,5 +95,26 @@ impl ImageProvider for ImageStoreAdapter {
         })
         .await
         .map_err(store_err)?
+    }
+
+    async fn pin(&self, owner: &str, image: &ResolvedImage) -> Result<()> {
+        let (store, owner, layers) = (self.store.clone(), owner.to_owned(), image.layers.clone());
+        let name = image.info.repo_tags.first().cloned().unwrap_or_else(|| image.info.id.clone());
+        tokio::task::spawn_blocking(move || match store.pin(&owner, &layers) {
+            Ok(()) => Ok(()),
+            Err(e @ rudder_images::store::StoreError::LayerMissing(_)) => {
+                Err(RuntimeError::ImagePull { image: name, message: e.to_string() })
+            }
+            Err(e) => Err(store_err(e)),
+        })
+        .await
+        .map_err(store_err)?
+    }
+
+    async fn unpin(&self, owner: &str) -> Result<()> {
+        let (store, owner) = (self.store.clone(), owner.to_owned());
+        tokio::task::spawn_blocking(move || store.unpin(&owner).map_err(store_err))
+            .await
+            .map_err(store_err)?
     }
 }

@@ -76,6 +76,9 @@ pub struct ContainerRecord {
     pub log_path: PathBuf,
     /// The memory cgroup directory, for the OOM check (cgroup v1 or v2 path).
     pub cgroups_path: String,
+    /// The image's StopSignal, sent first by a graceful stop (SIGTERM when None).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
 }
 
 /// Written by the shim once the container's process runs.

@@ -27,6 +27,15 @@ pub trait ImageProvider: Send + Sync + 'static {
     async fn resolve(&self, image: &str) -> Result<Option<ResolvedImage>>;
     async fn list(&self) -> Result<Vec<ImageInfo>>;
     async fn remove(&self, image: &str) -> Result<()>;
+    /// Keeps the image's layers for the container `owner` until [`ImageProvider::unpin`],
+    /// whatever happens to the image; fails if a layer is already gone. Stores that never
+    /// delete layers need not do anything.
+    async fn pin(&self, _owner: &str, _image: &ResolvedImage) -> Result<()> {
+        Ok(())
+    }
+    async fn unpin(&self, _owner: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A pod's namespaces and address.

@@ -252,6 +252,8 @@ impl NativeRuntime {
             .resolve(&config.image)
             .await?
             .ok_or_else(|| RuntimeError::ImageNotPresent(config.image.clone()))?;
+        // The layers stay while the container exists, even if the image goes meanwhile.
+        self.images.pin(id, &image).await?;
         let layers = image.layers.clone();
         let d = dir.to_owned();
         let rootfs = blocking(move || rootfs::mount_overlay(&d, &layers).map_err(internal)).await?;
@@ -304,6 +306,7 @@ impl NativeRuntime {
             image_ref: image.info.id.clone(),
             log_path,
             cgroups_path,
+            stop_signal: image.defaults.stop_signal.clone(),
         };
         write_json(&dir.join("container.json"), &rec).map_err(io_ctx("writing container.json"))?;
         Ok(rec)
@@ -312,9 +315,9 @@ impl NativeRuntime {
     async fn remove_container_dir(&self, id: &str) -> Result<()> {
         let dir = self.layout.container_dir(id);
         let root = self.layout.libcontainer_root();
-        let id = id.to_owned();
+        let owner = id.to_owned();
         blocking(move || {
-            cleanup_libcontainer(&root, &id);
+            cleanup_libcontainer(&root, &owner);
             rootfs::unmount(&dir).map_err(internal)?;
             match fs::remove_dir_all(&dir) {
                 Ok(()) => Ok(()),
@@ -322,7 +325,9 @@ impl NativeRuntime {
                 Err(e) => Err(internal(format!("removing {}: {e}", dir.display()))),
             }
         })
-        .await
+        .await?;
+        // Only once nothing is mounted over the layers may gc take them.
+        self.images.unpin(id).await
     }
 }
 
@@ -534,7 +539,9 @@ impl Runtime for NativeRuntime {
                 .ok_or_else(|| internal("running container without started.json"))?;
         let pid = Pid::from_raw(started.pid);
         if timeout_s > 0 {
-            let _ = kill(pid, Signal::SIGTERM);
+            let signal =
+                rec.stop_signal.as_deref().and_then(spec::parse_signal).unwrap_or(Signal::SIGTERM);
+            let _ = kill(pid, signal);
             if self.wait_exited(container_id, Duration::from_secs(timeout_s)).await? {
                 return Ok(());
             }

@@ -14,6 +14,19 @@ pub struct ImageDefaults {
     pub cmd: Vec<String>,
     pub env: Vec<String>,
     pub working_dir: Option<String>,
+    /// The image's `StopSignal` (`SIGQUIT`, `QUIT`, `3`); SIGTERM when None.
+    pub stop_signal: Option<String>,
+}
+
+/// A signal as images name it (`SIGQUIT`, `QUIT`, `3`, any case).
+pub fn parse_signal(name: &str) -> Option<nix::sys::signal::Signal> {
+    let name = name.trim();
+    if let Ok(n) = name.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).ok();
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    full.parse().ok()
 }
 
 /// Namespaces and per-pod files the container shares with its sandbox.

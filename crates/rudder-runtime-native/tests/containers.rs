@@ -92,6 +92,37 @@ async fn exec_returns_output_and_exit_code() {
 }
 
 #[tokio::test]
+async fn a_graceful_stop_sends_the_images_stop_signal() {
+    let t = runtime_with(Arc::new(HostNetworkOnly));
+    let rt = &t.runtime;
+    let sb = rt.run_pod_sandbox(&pod("stopsig", true)).await.unwrap();
+    let script = "trap 'echo got-term; exit 5' TERM; trap 'echo got-quit; exit 6' QUIT; \
+                  echo ready; while true; do sleep 0.1; done";
+    let mut ids = Vec::new();
+    for image in ["busybox", "busybox:stop-QUIT"] {
+        let mut c = container("main", sh(script));
+        c.image = image.into();
+        let id = rt.create_container(&sb, &c, &pod("stopsig", true)).await.unwrap();
+        rt.start_container(&id).await.unwrap();
+        ids.push(id);
+    }
+    for (id, (code, line)) in ids.iter().zip([(5, "got-term"), (6, "got-quit")]) {
+        let log = rt.container_status(id).await.unwrap().log_path.unwrap();
+        eventually("the trap to be set", 20, || async {
+            std::fs::read_to_string(&log).unwrap_or_default().contains("ready").then_some(())
+        })
+        .await;
+        rt.stop_container(id, 20).await.unwrap();
+        let st = rt.container_status(id).await.unwrap();
+        assert_eq!(st.exit_code, code);
+        assert!(std::fs::read_to_string(&log).unwrap().contains(line));
+    }
+    assert_eq!(rudder_runtime_native::spec::parse_signal("quit"), Some(nix::sys::signal::SIGQUIT));
+    assert_eq!(rudder_runtime_native::spec::parse_signal("9"), Some(nix::sys::signal::SIGKILL));
+    assert_eq!(rudder_runtime_native::spec::parse_signal("SIGNOPE"), None);
+}
+
+#[tokio::test]
 async fn a_container_over_its_memory_limit_is_oom_killed() {
     let t = runtime_with(Arc::new(HostNetworkOnly));
     let rt = &t.runtime;

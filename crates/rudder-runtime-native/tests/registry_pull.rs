@@ -102,4 +102,22 @@ async fn an_image_pulled_with_credentials_runs_as_a_pod() {
     })
     .await;
     assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"));
+
+    // Removing the image and collecting garbage keeps the layers the containers use: the
+    // container keeps working (a new process reads its rootfs), and a new container of the
+    // removed image is refused, not half-made.
+    rt.remove_image(&info.id).await.unwrap();
+    assert!(rt.image_status(&info.id).await.unwrap().is_none());
+    assert!(rt.list_images().await.unwrap().is_empty());
+    let stats = store.gc().await.unwrap();
+    assert_eq!((stats.layers_removed, stats.layers_kept), (0, 1), "{stats:?}");
+    assert!(stats.blobs_removed > 0, "the image's own documents go: {stats:?}");
+    let r = rt.exec_sync(&id, &sh("cat /tmp/index.html; ls /bin/busybox"), 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "from-the-registry\n/bin/busybox\n");
+    let e = rt.create_container(&sb, &c, &cfg).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::ImageNotPresent(_)), "{e}");
+    // Once the pod is gone nothing pins them.
+    rt.remove_pod_sandbox(&sb).await.unwrap();
+    let stats = store.gc().await.unwrap();
+    assert_eq!((stats.layers_removed, stats.layers_kept), (1, 0), "{stats:?}");
 }

@@ -1,5 +1,6 @@
 //! Garbage collection: with the lease lock held exclusively (no pull or import running, in
-//! this process or another), delete the layers and blobs no image record references, and
+//! this process or another), delete the layers and blobs no image record references and no
+//! container pins (see `pins`), and
 //! everything left in `tmp/` by interrupted pulls. A layer is first renamed into `tmp/` and
 //! then deleted, so a crash half-way never leaves a partial layer under `layers/`.
 
@@ -39,8 +40,9 @@ impl ImageStore {
     async fn collect_garbage(&self, _lease: FileLock) -> Result<GcStats, StoreError> {
         let root = self.root.clone();
         let records = self.read_all_records()?;
+        let pinned = self.pinned_layers()?;
         tokio::task::spawn_blocking(move || {
-            let mut layers = HashSet::new();
+            let mut layers = pinned;
             let mut blobs = HashSet::new();
             for r in &records {
                 layers.extend(r.layers.iter().map(|l| l.diff_id.hex().to_owned()));

@@ -6,6 +6,7 @@
 //!                      shared by every image that has it; an overlayfs lower directory
 //! images/<hex>.json    one record per image digest (see `record`)
 //! refs.json            tag names and repo digests -> image digest
+//! pins/<owner>.json    layers a container uses, kept by gc whatever the images (`pins`)
 //! tmp/                 downloads and unpacks in progress (emptied by gc)
 //! lock, refs.lock      the lease and table locks (see `lock`)
 //! ```
@@ -19,6 +20,7 @@ mod archive;
 mod gc;
 mod import;
 mod lock;
+mod pins;
 mod pull;
 pub(crate) mod record;
 
@@ -73,6 +75,10 @@ pub enum StoreError {
     },
     #[error("background task failed: {0}")]
     Task(String),
+    #[error("invalid pin owner {0:?} (letters, digits, '-' and '_', at most 128)")]
+    InvalidPin(String),
+    #[error("layer {0} is not in the store (removed meanwhile); pull the image again")]
+    LayerMissing(String),
 }
 
 impl StoreError {

@@ -43,7 +43,8 @@ pub fn busybox_layer(dir: &Path) -> PathBuf {
     layer
 }
 
-/// Images from plain directories: every reference resolves to the busybox layer.
+/// Images from plain directories: every reference resolves to the busybox layer; one
+/// tagged `stop-<SIGNAL>` has that StopSignal.
 pub struct DirImages {
     pub layer: PathBuf,
 }
@@ -60,6 +61,8 @@ impl ImageProvider for DirImages {
             defaults: ImageDefaults {
                 cmd: vec!["sh".into()],
                 env: vec!["PATH=/bin".into()],
+                // `busybox:stop-QUIT` is busybox with `StopSignal: QUIT`.
+                stop_signal: image.rsplit_once(":stop-").map(|(_, s)| s.to_owned()),
                 ..Default::default()
             },
             user: String::new(),
