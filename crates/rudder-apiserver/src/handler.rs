@@ -129,6 +129,15 @@ async fn dispatch(app: &AppState, req: Request) -> Result<Response, ApiError> {
             .instrument(span)
             .await;
     }
+    if let ("Pod", Some(verb @ ("exec" | "attach" | "portforward"))) =
+        (target.info.kind, target.subresource.as_deref())
+    {
+        let verb = verb.to_owned();
+        let span = tracing::debug_span!("request", verb = "create", resource = %format!("pods/{verb}"), namespace = ?target.namespace, name = ?target.name);
+        return crate::pod_stream::connect(&app.registry, &app.kubelet, &target, &verb, req)
+            .instrument(span)
+            .await;
+    }
     let query = Query::parse(req.uri().query())?;
     let content_type = req
         .headers()

@@ -132,6 +132,26 @@ impl KubeletClient {
         port: u16,
         path_and_query: &str,
     ) -> Result<hyper::Response<Incoming>, ApiError> {
+        let request = hyper::Request::get(path_and_query)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| ApiError::internal(format!("building the kubelet request: {e}")))?;
+        let response = self.send(host, port, request).await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(error_from(response).await)
+    }
+
+    /// Sends `request` (its path and query, method and headers; Host and User-Agent are set
+    /// here) to the kubelet at `host:port` on a connection of its own that may be upgraded
+    /// (exec, attach, port-forward): the answer comes back whatever its status.
+    pub async fn send(
+        &self,
+        host: &str,
+        port: u16,
+        mut request: hyper::Request<http_body_util::Empty<bytes::Bytes>>,
+    ) -> Result<hyper::Response<Incoming>, ApiError> {
+        let path_and_query = request.uri().to_string();
         let unavailable = |what: String| {
             ApiError::new(
                 502,
@@ -161,23 +181,22 @@ impl KubeletClient {
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(error = %e, "kubelet connection ended with an error");
             }
         });
-        let request = hyper::Request::get(path_and_query)
-            .header(hyper::header::HOST, authority(host, port))
-            .header(hyper::header::USER_AGENT, "rudder-apiserver")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .map_err(|e| ApiError::internal(format!("building the kubelet request: {e}")))?;
-        let response = tokio::time::timeout(RESPONSE_HEAD_TIMEOUT, sender.send_request(request))
+        let headers = request.headers_mut();
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&authority(host, port)) {
+            headers.insert(hyper::header::HOST, v);
+        }
+        headers.insert(
+            hyper::header::USER_AGENT,
+            hyper::header::HeaderValue::from_static("rudder-apiserver"),
+        );
+        tokio::time::timeout(RESPONSE_HEAD_TIMEOUT, sender.send_request(request))
             .await
             .map_err(|_| unavailable("timeout awaiting response headers".into()))?
-            .map_err(|e| unavailable(e.to_string()))?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        Err(error_from(response).await)
+            .map_err(|e| unavailable(e.to_string()))
     }
 }
 
@@ -187,7 +206,7 @@ fn authority(host: &str, port: u16) -> String {
 
 /// A kubelet's error answer as an API error: its code, and its message (a `Status`'s
 /// message, or the text it sent).
-async fn error_from(response: hyper::Response<Incoming>) -> ApiError {
+pub async fn error_from(response: hyper::Response<Incoming>) -> ApiError {
     use http_body_util::BodyExt;
     let code = response.status().as_u16();
     let limited = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BODY_BYTES);

@@ -19,6 +19,7 @@ pub mod object;
 pub mod patch;
 pub mod pki;
 pub mod pod_log;
+pub mod pod_stream;
 pub mod pod_subresources;
 pub mod registry;
 pub mod request;

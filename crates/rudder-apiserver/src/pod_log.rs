@@ -233,7 +233,33 @@ pub async fn get(
     if let Some(e) = not_started(&pod, &container, options.previous) {
         return Err(e);
     }
-    let node_name = object::path(&pod, "spec.nodeName").and_then(Value::as_str).unwrap_or("");
+    let (host, port) = pod_kubelet(reg, &pod).await?;
+    let namespace = t.namespace.clone().unwrap_or_default();
+    let mut path =
+        format!("/containerLogs/{}/{}/{}", escape(&namespace), escape(&name), escape(&container));
+    let query = options.kubelet_query();
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query);
+    }
+    tracing::debug!(%host, port, %path, "pods/log: proxying to the kubelet");
+    let upstream = kubelet.get(&host, port, &path).await?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain"), (header::CACHE_CONTROL, "no-cache, private")],
+        axum::body::Body::new(upstream.into_body()),
+    )
+        .into_response())
+}
+
+/// The address of the kubelet of the node `pod` is bound to (upstream's errors when it is
+/// not bound, or its node is gone).
+pub async fn pod_kubelet(reg: &Registry, pod: &Value) -> Result<(String, u16), ApiError> {
+    let name = object::name(pod).unwrap_or_default();
+    let node_name = object::path(pod, "spec.nodeName").and_then(Value::as_str).unwrap_or("");
+    if node_name.is_empty() {
+        return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+    }
     let nodes = rudder_api::resources::find("", "v1", "nodes").expect("nodes served");
     let node = reg
         .get(&Target {
@@ -250,33 +276,17 @@ pub async fn get(
                 e
             }
         })?;
-    let (host, port) = kubelet_address(&node).ok_or_else(|| {
+    kubelet_address(&node).ok_or_else(|| {
         ApiError::new(
             503,
             "ServiceUnavailable",
             format!("node {node_name} has no address for its kubelet"),
         )
-    })?;
-    let namespace = t.namespace.clone().unwrap_or_default();
-    let mut path =
-        format!("/containerLogs/{}/{}/{}", escape(&namespace), escape(&name), escape(&container));
-    let query = options.kubelet_query();
-    if !query.is_empty() {
-        path.push('?');
-        path.push_str(&query);
-    }
-    tracing::debug!(%node_name, %host, port, %path, "pods/log: proxying to the kubelet");
-    let upstream = kubelet.get(&host, port, &path).await?;
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain"), (header::CACHE_CONTROL, "no-cache, private")],
-        axum::body::Body::new(upstream.into_body()),
-    )
-        .into_response())
+    })
 }
 
 /// Percent-encodes a path segment (names are DNS labels, so this rarely does anything).
-fn escape(segment: &str) -> String {
+pub fn escape(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {

@@ -15,22 +15,29 @@
 //! - `GET /containerLogs/{namespace}/{pod}/{container}` reads the container's CRI log file
 //!   (located by the kubelet through [`LogLocator`]) with upstream's query parameters and
 //!   output format ([`LogOptions`], [`read_logs`]).
-//! - `/exec`, `/attach`, `/portForward`, `/run`: 501 until they are implemented.
+//! - `/exec/{namespace}/{pod}/{container}` and `/attach/...`: WebSocket sessions with the
+//!   Kubernetes channel protocol (v5/v4) over the kubelet's [`Streams`] ([`remotecommand`]).
+//! - `/portForward`, `/run`: 501 until they are implemented.
 
 mod cert;
 mod format;
 mod locator;
 mod options;
 mod reader;
+mod remotecommand;
 mod server;
+mod stream_routes;
+mod streams;
 mod timestamp;
 mod tls;
+mod upgrade;
 
 pub use cert::{KUBELET_CERT_FILE, KUBELET_KEY_FILE};
 pub use locator::{LocateError, LogFile, LogLocator};
 pub use options::{LogOptions, OptionsError, StreamSelection};
 pub use reader::{FollowTiming, LogReader, read_logs};
 pub use server::{BoundServer, ServerConfig, serve};
+pub use streams::{StreamError, Streams};
 pub use tls::{APISERVER_KUBELET_CLIENT, Identity, MASTERS_GROUP, authorize};
 
 /// What can keep the server from starting.

@@ -1,6 +1,7 @@
 //! Accepting connections (TLS, the caller's identity from its client certificate, HTTP/1.1
 //! and HTTP/2 with upgrades for the streaming endpoints to come) and the routes.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use bytes::Bytes;
@@ -24,6 +25,8 @@ use crate::Error;
 use crate::locator::LogLocator;
 use crate::options::LogOptions;
 use crate::reader::{FollowTiming, LogReader};
+use crate::stream_routes::{Verb, serve_stream};
+use crate::streams::Streams;
 use crate::tls::{Identity, authorize};
 
 /// How long a client may take to finish the TLS handshake.
@@ -71,6 +74,7 @@ impl BoundServer {
 
 struct AppState {
     locator: Arc<dyn LogLocator>,
+    streams: Arc<dyn Streams>,
     cancel: CancellationToken,
 }
 
@@ -92,12 +96,32 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { text(200, "ok") }))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
-        .route("/exec/{*rest}", not_implemented("exec"))
-        .route("/attach/{*rest}", not_implemented("attach"))
+        .route("/exec/{namespace}/{pod}/{container}", any(exec))
+        .route("/exec/{namespace}/{pod}/{uid}/{container}", any(exec))
+        .route("/attach/{namespace}/{pod}/{container}", any(attach))
+        .route("/attach/{namespace}/{pod}/{uid}/{container}", any(attach))
         .route("/portForward/{*rest}", not_implemented("portForward"))
         .route("/run/{*rest}", not_implemented("run"))
         .fallback(|| async { text(404, "404 page not found") })
         .with_state(state)
+}
+
+async fn exec(
+    State(state): State<Arc<AppState>>,
+    path: Path<HashMap<String, String>>,
+    query: RawQuery,
+    req: Request<Body>,
+) -> Response {
+    serve_stream(Verb::Exec, state.streams.clone(), path, query, req).await
+}
+
+async fn attach(
+    State(state): State<Arc<AppState>>,
+    path: Path<HashMap<String, String>>,
+    query: RawQuery,
+    req: Request<Body>,
+) -> Response {
+    serve_stream(Verb::Attach, state.streams.clone(), path, query, req).await
 }
 
 /// `GET /containerLogs/{namespace}/{pod}/{container}`.
@@ -147,6 +171,7 @@ async fn container_logs(
 pub async fn serve(
     config: ServerConfig,
     locator: Arc<dyn LogLocator>,
+    streams: Arc<dyn Streams>,
     cancel: CancellationToken,
 ) -> Result<BoundServer, Error> {
     let serving =
@@ -159,7 +184,7 @@ pub async fn serve(
     let address = listener
         .local_addr()
         .map_err(|source| Error::Io { what: "local address".into(), source })?;
-    let app = router(Arc::new(AppState { locator, cancel: cancel.clone() }));
+    let app = router(Arc::new(AppState { locator, streams, cancel: cancel.clone() }));
     tracing::info!(%address, node = %config.node_name, "kubelet server serving");
     let task = tokio::spawn(accept_loop(listener, acceptor, app, cancel));
     Ok(BoundServer { address, task })

@@ -13,10 +13,16 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
-use rudder_kubelet_server::{BoundServer, LocateError, LogFile, LogLocator, ServerConfig, serve};
+use rudder_kubelet_server::{
+    BoundServer, LocateError, LogFile, LogLocator, ServerConfig, StreamError, Streams, serve,
+};
 use rudder_runtime::logs::{LineSplitter, Stream};
+use rudder_runtime::{
+    AttachRequest, AttachSession, BoxStream, ExecRequest, ExecSession, TerminalSize,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 struct Ca {
@@ -87,6 +93,76 @@ impl LogLocator for Node {
     }
 }
 
+/// Exec in `default/web/app` runs a pretend process: `cat` echoes stdin to stdout until
+/// stdin ends; `fail` writes `bad` to stderr and exits 3; a TTY reports resizes on stdout.
+#[async_trait]
+impl Streams for Node {
+    async fn exec(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        request: &ExecRequest,
+    ) -> Result<ExecSession, StreamError> {
+        if (namespace, pod, container) != ("default", "web", "app") {
+            return Err(LocateError::PodNotFound { pod: pod.into() }.into());
+        }
+        let (stdin_w, mut stdin_r) = tokio::io::duplex(1024);
+        let (mut out_w, out_r) = tokio::io::duplex(1024);
+        let (mut err_w, err_r) = tokio::io::duplex(1024);
+        let (exit_tx, exit) = tokio::sync::oneshot::channel();
+        let (resize, mut resizes) = tokio::sync::mpsc::channel::<TerminalSize>(4);
+        let command = request.command.clone();
+        tokio::spawn(async move {
+            let code = match command.first().map(String::as_str) {
+                Some("cat") => {
+                    let _ = tokio::io::copy(&mut stdin_r, &mut out_w).await;
+                    0
+                }
+                Some("resize") => {
+                    if let Some(s) = resizes.recv().await {
+                        let _ =
+                            out_w.write_all(format!("{}x{}", s.width, s.height).as_bytes()).await;
+                    }
+                    0
+                }
+                _ => {
+                    let _ = err_w.write_all(b"bad").await;
+                    3
+                }
+            };
+            drop((out_w, err_w));
+            let _ = exit_tx.send(code);
+        });
+        Ok(ExecSession {
+            stdin: request.stdin.then(|| Box::pin(stdin_w) as rudder_runtime::BoxWrite),
+            stdout: Box::pin(out_r),
+            stderr: (!request.tty).then(|| Box::pin(err_r) as rudder_runtime::BoxRead),
+            resize: request.tty.then_some(resize),
+            exit,
+        })
+    }
+
+    async fn attach(
+        &self,
+        _namespace: &str,
+        pod: &str,
+        container: &str,
+        _request: &AttachRequest,
+    ) -> Result<AttachSession, StreamError> {
+        Err(LocateError::ContainerNotFound { pod: pod.into(), container: container.into() }.into())
+    }
+
+    async fn port_forward(
+        &self,
+        _namespace: &str,
+        _pod: &str,
+        _port: u16,
+    ) -> Result<BoxStream, StreamError> {
+        Err(StreamError::Runtime("no port-forward in this test".into()))
+    }
+}
+
 struct Harness {
     dir: tempfile::TempDir,
     ca: Ca,
@@ -125,7 +201,7 @@ async fn start() -> Harness {
         ips: vec!["127.0.0.1".parse().unwrap()],
         client_ca_pem: ca.pem.clone().into_bytes(),
     };
-    let server = serve(config, node.clone(), cancel.clone()).await.unwrap();
+    let server = serve(config, node.clone(), node.clone(), cancel.clone()).await.unwrap();
     let chain = std::fs::read(cert_dir.join("kubelet.crt")).unwrap();
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&chain).collect::<Result<_, _>>().unwrap();
     assert_eq!(certs.len(), 2, "serving certificate and its CA");
@@ -230,8 +306,10 @@ async fn the_api_servers_client_gets_logs() {
     assert_eq!(get(&mut c, "GET", &format!("{logs}?tailLines=-1")).await.unwrap().0, 422);
     assert_eq!(get(&mut c, "GET", &format!("{logs}?tailLines=x")).await.unwrap().0, 400);
     let (status, body) = get(&mut c, "POST", "/exec/default/web/app?command=ls").await.unwrap();
-    assert_eq!((status, body.as_str()), (501, "exec is not implemented by this kubelet yet"));
-    assert_eq!(get(&mut c, "GET", "/portForward/default/web").await.unwrap().0, 501);
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "you must specify at least 1 of stdin, stdout, stderr")
+    );
     assert_eq!(get(&mut c, "GET", "/healthz").await.unwrap(), (200, "ok".into()));
     h.stop().await;
 }
@@ -329,7 +407,7 @@ async fn the_serving_certificate_is_kept_across_restarts() {
         ips: vec![],
         client_ca_pem: ca_pem.into_bytes(),
     };
-    let server = serve(config, node, cancel.clone()).await.unwrap();
+    let server = serve(config, node.clone(), node, cancel.clone()).await.unwrap();
     assert_eq!(std::fs::read(dir.join("kubelet.crt")).unwrap(), before);
     cancel.cancel();
     server.stopped().await;
@@ -343,6 +421,122 @@ async fn the_serving_certificate_is_kept_across_restarts() {
         client_ca_pem: Vec::new(),
     };
     let node = Arc::new(Node { log: PathBuf::new(), running: AtomicBool::new(false) });
-    let err = serve(config, node, CancellationToken::new()).await.unwrap_err();
+    let err = serve(config, node.clone(), node, CancellationToken::new()).await.unwrap_err();
     assert!(matches!(err, rudder_kubelet_server::Error::NoClientCa), "{err}");
+}
+
+impl Harness {
+    /// A WebSocket to `path` as the API server, offering `protocols`.
+    async fn websocket(
+        &self,
+        path: &str,
+        protocols: &str,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.kubelet_ca.clone()).unwrap();
+        let (cert, key) = self.apiserver();
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>().unwrap(),
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(self.server.address()).await.unwrap();
+        let name = ServerName::IpAddress("127.0.0.1".parse::<std::net::IpAddr>().unwrap().into());
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let mut req = format!("wss://127.0.0.1{path}").into_client_request().unwrap();
+        req.headers_mut().insert("Sec-WebSocket-Protocol", protocols.parse().unwrap());
+        let (ws, response) = tokio_tungstenite::client_async(req, tls).await?;
+        assert_eq!(response.status().as_u16(), 101);
+        Ok(ws)
+    }
+}
+
+/// Reads messages until the connection closes; (channel, bytes) per message.
+async fn drain<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Vec<(u8, Vec<u8>)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut out = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap();
+        match msg {
+            Some(Ok(Message::Binary(d))) => out.push((d[0], d[1..].to_vec())),
+            Some(Ok(Message::Close(_))) | None => return out,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn exec_speaks_the_channel_protocol_over_a_websocket() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let h = start().await;
+
+    // stdin echoed on stdout; v5 closes stdin with [255, 0]; exit 0 is a Success status.
+    let mut ws = h
+        .websocket(
+            "/exec/default/web/app?command=cat&stdin=1&stdout=1&stderr=1",
+            "v5.channel.k8s.io",
+        )
+        .await
+        .unwrap();
+    ws.send(Message::binary(b"\0hello".to_vec())).await.unwrap();
+    ws.send(Message::binary(vec![255, 0])).await.unwrap();
+    let got = drain(&mut ws).await;
+    assert_eq!(got[0], (1, vec![]), "an empty message on stdout first: {got:?}");
+    let stdout: Vec<u8> =
+        got.iter().filter(|(c, _)| *c == 1).flat_map(|(_, d)| d.clone()).collect();
+    assert_eq!(stdout, b"hello");
+    let status: serde_json::Value = serde_json::from_slice(&got.last().unwrap().1).unwrap();
+    assert_eq!((got.last().unwrap().0, status["status"].as_str()), (3, Some("Success")));
+
+    // A failing command: stderr, then the exit code as kubectl reads it.
+    let mut ws = h
+        .websocket("/exec/default/web/app?command=fail&stdout=1&stderr=1", "v4.channel.k8s.io")
+        .await
+        .unwrap();
+    let got = drain(&mut ws).await;
+    assert!(got.contains(&(2, b"bad".to_vec())), "{got:?}");
+    let status: serde_json::Value = serde_json::from_slice(&got.last().unwrap().1).unwrap();
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+
+    // A terminal takes resizes on channel 4.
+    let mut ws = h
+        .websocket("/exec/default/web/app?command=resize&stdout=1&tty=1", "v5.channel.k8s.io")
+        .await
+        .unwrap();
+    let mut resize = vec![4u8];
+    resize.extend_from_slice(br#"{"Width":120,"Height":40}"#);
+    ws.send(Message::binary(resize)).await.unwrap();
+    let got = drain(&mut ws).await;
+    assert!(got.contains(&(1, b"120x40".to_vec())), "{got:?}");
+
+    // Refusals are plain HTTP errors before any upgrade.
+    let e = h.websocket("/exec/default/web/app?command=cat&stdout=1", "channel.k8s.io").await;
+    assert!(e.unwrap_err().to_string().contains("400"));
+    let e = h.websocket("/exec/default/web/app?command=cat", "v5.channel.k8s.io").await;
+    assert!(e.unwrap_err().to_string().contains("400"));
+    let e = h.websocket("/exec/default/nope/app?command=cat&stdout=1", "v5.channel.k8s.io").await;
+    assert!(e.unwrap_err().to_string().contains("404"));
+    let mut s = h.connect(Some(h.apiserver())).await.unwrap();
+    let (status, body) =
+        get(&mut s, "GET", "/exec/default/web/app?command=cat&stdout=1").await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("WebSocket"), "{body}");
+    h.stop().await;
 }

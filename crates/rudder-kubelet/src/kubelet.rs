@@ -135,6 +135,8 @@ pub async fn run(
 
     if let Some(ca) = deps.client_ca_pem.clone() {
         let locator = Arc::new(crate::logs::Logs { pods: pods.clone(), runtime: runtime.clone() });
+        let streams =
+            Arc::new(crate::streaming::PodStreams { pods: pods.clone(), runtime: runtime.clone() });
         let server = rudder_kubelet_server::serve(
             rudder_kubelet_server::ServerConfig {
                 address: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), cfg.port),
@@ -145,6 +147,7 @@ pub async fn run(
                 client_ca_pem: ca,
             },
             locator,
+            streams,
             inner.clone(),
         )
         .await

@@ -26,6 +26,7 @@ pub mod probes;
 pub mod runtime_config;
 pub mod shared;
 pub mod status_writer;
+pub mod streaming;
 pub mod worker;
 
 pub use config::KubeletConfig;

@@ -1,0 +1,86 @@
+//! `kubectl exec`, `attach` and `port-forward` end to end: the real kubectl 1.33 through the
+//! API server's proxy to the kubelet and the native runtime, on real containers (root, in a
+//! network namespace the test creates; see `common::node`).
+
+mod common;
+
+use common::eventually;
+use common::node::{IMAGE, NodeServer};
+
+const POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: shell
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: IMAGE
+    command: ["sleep", "3600"]
+  - name: reader
+    image: IMAGE
+    command: ["sh", "-c", "cat; echo reader-done"]
+    stdin: true
+    stdinOnce: true
+"#;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn kubectl_exec_and_attach_reach_the_containers() {
+    let node = NodeServer::start();
+    let s = node.server();
+    node.apply(&POD.replace("IMAGE", IMAGE));
+    eventually("pod shell Running", || {
+        (node.field(&["pod", "shell"], "{.status.phase}") == "Running").then_some(())
+    });
+
+    // Output on both streams, and the exit code becomes kubectl's.
+    let out = s.kubectl_raw(
+        &["exec", "shell", "-c", "main", "--", "sh", "-c", "echo $((6*7)); echo oops >&2"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "42\n");
+    assert!(text(&out.stderr).contains("oops"), "{}", text(&out.stderr));
+    let out = s.kubectl_raw(&["exec", "shell", "-c", "main", "--", "sh", "-c", "exit 3"], None);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+
+    // stdin through, and its end reaches the process.
+    let out = s.kubectl_raw(
+        &["exec", "-i", "shell", "-c", "main", "--", "sh", "-c", "cat; echo eof"],
+        Some("piped in\n"),
+    );
+    assert_eq!(text(&out.stdout), "piped in\neof\n", "{}", text(&out.stderr));
+    // Without -c kubectl picks the first container (and says so).
+    let out = s.kubectl_raw(&["exec", "shell", "--", "hostname"], None);
+    assert_eq!(text(&out.stdout), "shell\n", "{}", text(&out.stderr));
+
+    // Errors come back as API errors.
+    let e = s.kubectl_fails(&["exec", "nope", "--", "true"], None);
+    assert!(e.contains("\"nope\" not found"), "{e}");
+    let e = s.kubectl_fails(&["exec", "shell", "-c", "other", "--", "true"], None);
+    assert!(e.contains("container other is not valid for pod shell"), "{e}");
+    let e = s.kubectl_fails(&["exec", "shell", "-c", "main", "--", "/no/such"], None);
+    assert!(e.contains("'/no/such' not found"), "{e}");
+
+    // Attach to a process waiting on stdin (stdinOnce): what kubectl sends arrives, and its
+    // end closes the process's stdin, so it finishes.
+    let out = s.kubectl_raw(&["attach", "-i", "shell", "-c", "reader"], Some("via attach\n"));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("via attach"), "{stdout} {}", text(&out.stderr));
+    eventually("reader to finish", || {
+        let logs = s.kubectl(&["logs", "shell", "-c", "reader"]);
+        logs.contains("reader-done").then_some(())
+    });
+    let state = node.field(
+        &["pod", "shell"],
+        "{.status.containerStatuses[?(@.name==\"reader\")].state.terminated.exitCode}",
+    );
+    assert_eq!(state, "0");
+    // The other container keeps running and still takes execs.
+    assert_eq!(s.kubectl(&["exec", "shell", "-c", "main", "--", "echo", "still"]), "still\n");
+}
