@@ -84,3 +84,65 @@ fn kubectl_exec_and_attach_reach_the_containers() {
     // The other container keeps running and still takes execs.
     assert_eq!(s.kubectl(&["exec", "shell", "-c", "main", "--", "echo", "still"]), "still\n");
 }
+
+/// Runs `shell_command` (kubectl with `-t`) under `script`, which gives it a terminal of
+/// 29 rows and 91 columns with `input` typed into it; returns (exit code, what it showed).
+fn in_terminal(node: &NodeServer, shell_command: &str, input: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let kubeconfig = node.server().kubeconfig();
+    let script = format!(
+        "stty cols 91 rows 29; KUBECONFIG={} {} {shell_command}",
+        kubeconfig.display(),
+        common::KUBECTL
+    );
+    let mut child = common::command_in(Some(&node.netns), "script")
+        .args(["-qec", &script, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+}
+
+#[test]
+fn kubectl_with_a_terminal_exec_and_run() {
+    let node = NodeServer::start();
+    let s = node.server();
+    node.apply(&POD.replace("IMAGE", IMAGE));
+    eventually("pod shell Running", || {
+        (node.field(&["pod", "shell"], "{.status.phase}") == "Running").then_some(())
+    });
+
+    // kubectl sends its terminal's size; the process sees it (resizes race the first
+    // command, as upstream: poll a moment) on a terminal of its own.
+    let probe = "for i in $(seq 50); do s=$(stty size); [ \"$s\" = \"29 91\" ] && break; \
+                 sleep 0.1; done; echo size=$s; tty; exit 4";
+    let (code, shown) =
+        in_terminal(&node, &format!("exec -it shell -c main -- sh -c '{probe}'"), "");
+    assert!(shown.contains("size=29 91"), "{shown}");
+    assert!(shown.contains("/dev/pts/"), "{shown}");
+    assert_eq!(code, Some(4), "{shown}");
+
+    // An interactive shell: what is typed runs.
+    let (code, shown) =
+        in_terminal(&node, "exec -it shell -c main -- sh", "echo typed-$((2+3))\nexit\n");
+    assert!(shown.contains("typed-5"), "{shown}");
+    assert_eq!(code, Some(0), "{shown}");
+
+    // kubectl run -it --rm: a pod with a terminal, attached to, then deleted.
+    let image = format!("--image={IMAGE}");
+    let (_, shown) = in_terminal(
+        &node,
+        &format!("run -it --rm --restart=Never t {image} -- sh"),
+        "echo from-run-$((6*7))\nexit\n",
+    );
+    assert!(shown.contains("from-run-42"), "{shown}");
+    assert!(shown.contains("pod \"t\" deleted") || shown.contains("deleted"), "{shown}");
+    eventually("pod t gone", || {
+        let out = s.kubectl_raw(&["get", "pod", "t"], None);
+        (!out.status.success()).then_some(())
+    });
+}
