@@ -17,12 +17,15 @@
 //!   output format ([`LogOptions`], [`read_logs`]).
 //! - `/exec/{namespace}/{pod}/{container}` and `/attach/...`: WebSocket sessions with the
 //!   Kubernetes channel protocol (v5/v4) over the kubelet's [`Streams`] ([`remotecommand`]).
-//! - `/portForward`, `/run`: 501 until they are implemented.
+//! - `/portForward/{namespace}/{pod}`: `kubectl port-forward`'s SPDY/3.1 session, plain or
+//!   tunnelled in a WebSocket (`rudder-portforward`), dialing through [`Streams`].
+//! - `/run`: 501 until it is implemented.
 
 mod cert;
 mod format;
 mod locator;
 mod options;
+mod portforward_route;
 mod reader;
 mod remotecommand;
 mod server;

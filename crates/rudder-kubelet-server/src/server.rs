@@ -24,6 +24,7 @@ use tower::ServiceExt;
 use crate::Error;
 use crate::locator::LogLocator;
 use crate::options::LogOptions;
+use crate::portforward_route::serve_port_forward;
 use crate::reader::{FollowTiming, LogReader};
 use crate::stream_routes::{Verb, serve_stream};
 use crate::streams::Streams;
@@ -100,7 +101,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/exec/{namespace}/{pod}/{uid}/{container}", any(exec))
         .route("/attach/{namespace}/{pod}/{container}", any(attach))
         .route("/attach/{namespace}/{pod}/{uid}/{container}", any(attach))
-        .route("/portForward/{*rest}", not_implemented("portForward"))
+        .route("/portForward/{namespace}/{pod}", any(port_forward))
+        .route("/portForward/{namespace}/{pod}/{uid}", any(port_forward))
         .route("/run/{*rest}", not_implemented("run"))
         .fallback(|| async { text(404, "404 page not found") })
         .with_state(state)
@@ -122,6 +124,14 @@ async fn attach(
     req: Request<Body>,
 ) -> Response {
     serve_stream(Verb::Attach, state.streams.clone(), path, query, req).await
+}
+
+async fn port_forward(
+    State(state): State<Arc<AppState>>,
+    path: Path<HashMap<String, String>>,
+    req: Request<Body>,
+) -> Response {
+    serve_port_forward(state.streams.clone(), path, req).await
 }
 
 /// `GET /containerLogs/{namespace}/{pod}/{container}`.

@@ -111,11 +111,6 @@ impl Streams for PodStreams {
             .ok_or_else(|| {
                 StreamError::BadRequest(format!("pod {name:?} has no running sandbox"))
             })?;
-        self.runtime.port_forward(&sandbox.id, port).await.map_err(|e| {
-            StreamError::Runtime(format!(
-                "error forwarding port {port} to pod {}, uid {uid}: {e}",
-                sandbox.id
-            ))
-        })
+        Ok(self.runtime.port_forward(&sandbox.id, port).await?)
     }
 }

@@ -146,3 +146,101 @@ fn kubectl_with_a_terminal_exec_and_run() {
         (!out.status.success()).then_some(())
     });
 }
+
+/// A `kubectl port-forward` running in the node's namespace; killed on drop.
+struct Forward(std::process::Child);
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn port_forward(node: &NodeServer, args: &[&str], websockets: bool) -> Forward {
+    let child = common::command_in(Some(&node.netns), common::KUBECTL)
+        .arg("port-forward")
+        .args(args)
+        .env("KUBECONFIG", node.server().kubeconfig())
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", if websockets { "true" } else { "false" })
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Forward(child)
+}
+
+#[test]
+fn kubectl_port_forward_reaches_a_port_only_the_pod_sees() {
+    let node = NodeServer::start();
+    node.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {{app: web}}
+spec:
+  containers:
+  - name: httpd
+    image: {IMAGE}
+    command: ["sh", "-c", "mkdir -p /www && echo through-the-tunnel > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www"]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {{app: web}}
+  ports:
+  - port: 80
+    targetPort: 8080
+"#
+    ));
+    eventually("pod web Running", || {
+        (node.field(&["pod", "web"], "{.status.phase}") == "Running").then_some(())
+    });
+    // The pod listens on its loopback only: nothing outside reaches it but port-forward.
+    // Over the WebSocket tunnel (kubectl's default), plain SPDY, and by Service.
+    for (local, target, websockets) in [
+        ("18080", "pod/web", true),
+        ("18081", "pod/web", false),
+        ("18082", "svc/web", true),
+    ] {
+        let remote = if target.starts_with("svc") { "80" } else { "8080" };
+        let mapping = format!("{local}:{remote}");
+        let _forward = port_forward(&node, &[target, &mapping], websockets);
+        let url = format!("http://127.0.0.1:{local}/index.html");
+        let body = eventually(&format!("{target} forwarded on {local}"), || {
+            let out = node.http_get(&url);
+            let body = text(&out.stdout);
+            body.contains("through-the-tunnel").then_some(body)
+        });
+        assert_eq!(body, "through-the-tunnel\n");
+        // Several connections over one session.
+        for _ in 0..3 {
+            assert_eq!(text(&node.http_get(&url).stdout), "through-the-tunnel\n");
+        }
+    }
+    // Nothing listens on 9999 in the pod: the connection fails, kubectl reports it.
+    let out = common::command_in(Some(&node.netns), "timeout")
+        .args(["20", common::KUBECTL, "port-forward", "pod/web", "18083:9999"])
+        .env("KUBECONFIG", node.server().kubeconfig())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let fetched = eventually("a refused forwarded connection", || {
+        let out = node.http_get("http://127.0.0.1:18083/");
+        (!out.status.success() && !text(&out.stderr).contains("Failed to connect")).then_some(out)
+    });
+    let kubectl = out.wait_with_output().unwrap();
+    let stderr = text(&kubectl.stderr);
+    assert!(
+        stderr.contains("error forwarding port 9999") && stderr.contains("refused"),
+        "curl: {}\nkubectl: {stderr}",
+        text(&fetched.stderr)
+    );
+}
