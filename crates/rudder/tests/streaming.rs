@@ -203,11 +203,9 @@ spec:
     });
     // The pod listens on its loopback only: nothing outside reaches it but port-forward.
     // Over the WebSocket tunnel (kubectl's default), plain SPDY, and by Service.
-    for (local, target, websockets) in [
-        ("18080", "pod/web", true),
-        ("18081", "pod/web", false),
-        ("18082", "svc/web", true),
-    ] {
+    for (local, target, websockets) in
+        [("18080", "pod/web", true), ("18081", "pod/web", false), ("18082", "svc/web", true)]
+    {
         let remote = if target.starts_with("svc") { "80" } else { "8080" };
         let mapping = format!("{local}:{remote}");
         let _forward = port_forward(&node, &[target, &mapping], websockets);
