@@ -480,18 +480,35 @@ async fn kubectl_logs_works_through_the_api_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exec_attach_and_portforward_say_they_are_not_supported_yet() {
+async fn exec_attach_and_portforward_check_the_request_before_reaching_the_kubelet() {
     let cluster = TestCluster::start().await;
     let client = cluster.client();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     pod(&pods, bound("p", "n1")).await;
-    for sub in ["exec?command=ls&stdout=true", "attach?stdout=true", "portforward?ports=80"] {
-        let req = http::Request::post(format!("/api/v1/namespaces/default/pods/p/{sub}"))
+    pod(&pods, json!({"metadata": {"name": "unbound"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})).await;
+    let call = |path: &str| {
+        let req = http::Request::post(format!("/api/v1/namespaces/default/pods/{path}"))
             .body(Vec::new())
             .unwrap();
-        let (code, _, message) = api_error(client.request_text(req).await.unwrap_err());
-        assert_eq!(code, 501, "{sub}: {message}");
-        assert!(message.contains("not implemented"), "{sub}: {message}");
+        let client = client.clone();
+        async move { api_error(client.request_text(req).await.unwrap_err()) }
+    };
+    for (path, code, message) in [
+        ("p/exec?command=ls", 400, "you must specify at least 1 of stdin, stdout, stderr"),
+        ("p/exec?stdout=true", 400, "you must specify at least one command for the container"),
+        ("p/attach?stdout=true&container=zzz", 400, "container zzz is not valid for pod p"),
+        ("p/exec?command=ls&stdout=maybe", 400, "invalid value for stdout"),
+        ("p/portforward?ports=0", 400, "invalid port \"0\""),
+        ("unbound/exec?command=ls&stdout=true", 400, "pod unbound does not have a host assigned"),
+        ("gone/exec?command=ls&stdout=true", 404, "pods \"gone\" not found"),
+        // All valid: the next step is the node's kubelet, and there is no node n1.
+        ("p/exec?command=ls&stdout=true", 400, "node n1 for pod p does not exist"),
+        ("p/attach?stdout=true", 400, "node n1 for pod p does not exist"),
+        ("p/portforward?ports=80", 400, "node n1 for pod p does not exist"),
+    ] {
+        let (got_code, _, got) = call(path).await;
+        assert_eq!(got_code, code, "{path}: {got}");
+        assert!(got.contains(message), "{path}: {got}");
     }
 }
 

@@ -76,11 +76,13 @@ fn kubectl_exec_and_attach_reach_the_containers() {
         let logs = s.kubectl(&["logs", "shell", "-c", "reader"]);
         logs.contains("reader-done").then_some(())
     });
-    let state = node.field(
-        &["pod", "shell"],
-        "{.status.containerStatuses[?(@.name==\"reader\")].state.terminated.exitCode}",
-    );
-    assert_eq!(state, "0");
+    eventually("reader's exit code in the pod status", || {
+        let code = node.field(
+            &["pod", "shell"],
+            "{.status.containerStatuses[?(@.name==\"reader\")].state.terminated.exitCode}",
+        );
+        (code == "0").then_some(())
+    });
     // The other container keeps running and still takes execs.
     assert_eq!(s.kubectl(&["exec", "shell", "-c", "main", "--", "echo", "still"]), "still\n");
 }
