@@ -27,7 +27,8 @@ pub struct LogOptions {
     pub insecure_skip_tls_verify_backend: bool,
 }
 
-fn boolean(name: &str, v: &str) -> Result<bool, ApiError> {
+/// A boolean query parameter as upstream parses it (`strconv.ParseBool`, empty is true).
+pub(crate) fn boolean(name: &str, v: &str) -> Result<bool, ApiError> {
     match v {
         "true" | "True" | "1" | "" => Ok(true),
         "false" | "False" | "0" => Ok(false),

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::kubelet_client::{KubeletClient, error_from};
 use crate::object;
-use crate::pod_log::{choose_container, escape, pod_kubelet};
+use crate::pod_log::{boolean, choose_container, escape, pod_kubelet};
 use crate::registry::Registry;
 use crate::request::Target;
 use crate::status::ApiError;
@@ -47,16 +47,6 @@ pub struct StreamOptions {
     pub stderr: bool,
     pub tty: bool,
     pub ports: Vec<String>,
-}
-
-fn boolean(name: &str, v: &str) -> Result<bool, ApiError> {
-    match v {
-        "true" | "True" | "1" | "" => Ok(true),
-        "false" | "False" | "0" => Ok(false),
-        _ => Err(ApiError::bad_request(format!(
-            "invalid value for {name}: strconv.ParseBool: parsing {v:?}: invalid syntax"
-        ))),
-    }
 }
 
 impl StreamOptions {
