@@ -201,6 +201,7 @@ pub(crate) async fn serve(ws: WebSocket, protocol: &'static str, mut session: Se
         let _ = sink.close().await;
     });
 
+    let aborts: Vec<_> = pumps.iter().map(|p| p.abort_handle()).collect();
     let mut exit = session.exit;
     let done = async move {
         for p in pumps {
@@ -256,6 +257,12 @@ pub(crate) async fn serve(ws: WebSocket, protocol: &'static str, mut session: Se
         }
     };
     drop(stdin);
+    if finished.is_none() {
+        // The client went away: stop reading the process's output (its next write fails).
+        for a in &aborts {
+            a.abort();
+        }
+    }
     if let Some(code) = finished {
         let mut status = vec![ERROR];
         status.extend_from_slice(exit_status(code).to_string().as_bytes());
