@@ -14,7 +14,8 @@
 //!
 //! [`files`] renders the per-pod `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`.
 //!
-//! Everything blocks (syscalls and short `ip`/`nft` invocations, each with a deadline);
+//! Everything blocks (syscalls, rtnetlink requests made in-process ([`netlink`]), and one
+//! short `nft` invocation per node, each with a deadline);
 //! async callers use `spawn_blocking`. Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN).
 
 pub mod cidr;
@@ -23,6 +24,7 @@ pub mod files;
 pub mod ipam;
 pub mod link;
 pub mod names;
+pub mod netlink;
 pub mod network;
 pub mod ns;
 

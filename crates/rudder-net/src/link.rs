@@ -1,7 +1,8 @@
-//! Links, addresses, routes, sysctls and nftables rules, through `ip -batch -` and `nft -f
-//! -` (one process per step), in the node's or a pod's network namespace.
+//! Links, addresses and routes (rtnetlink, in-process, see [`crate::netlink`]), sysctls,
+//! and nftables rules (`nft -f -`, once per node), in the node's or a pod's network
+//! namespace.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use crate::cidr::Ipv4Cidr;
 use crate::cmd::{Cmd, CommandError};
+use crate::netlink::{self, NetlinkError, RtnlSocket};
 use crate::ns::{NamespaceError, run_in_netns};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,10 +19,10 @@ pub enum LinkError {
     Command(#[from] CommandError),
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
     #[error("interface {name:?} exists but is a {kind:?}, not a bridge")]
     NotABridge { name: String, kind: String },
-    #[error("unexpected output from `{command}`: {detail}")]
-    Parse { command: String, detail: String },
     #[error("writing sysctl {path:?}: {source}")]
     Sysctl {
         path: PathBuf,
@@ -29,7 +31,7 @@ pub enum LinkError {
     },
 }
 
-/// Where and how long `ip`/`nft` run.
+/// Where, and with which deadline, links are changed (rtnetlink) and `nft` runs.
 #[derive(Debug, Clone)]
 pub struct Netns<'a> {
     /// The netns file (None: the current namespace).
@@ -38,9 +40,9 @@ pub struct Netns<'a> {
 }
 
 impl Netns<'_> {
-    fn ip_batch(&self, batch: &str) -> Result<(), LinkError> {
-        Cmd::in_netns(self.path, "ip").args(["-batch", "-"]).stdin(batch).run(self.timeout)?;
-        Ok(())
+    /// A netlink socket in this namespace.
+    fn socket(&self) -> Result<RtnlSocket, LinkError> {
+        RtnlSocket::open(self.path, self.timeout)
     }
 }
 
@@ -52,75 +54,34 @@ pub fn ensure_bridge(
     cidr: Ipv4Cidr,
     mtu: u32,
 ) -> Result<(), LinkError> {
-    let show = Cmd::in_netns(ns.path, "ip").args(["-j", "-d", "link", "show", "dev", bridge]);
-    let output = show.output(ns.timeout)?;
-    let mut batch = String::new();
-    if output.status.success() {
-        let kind = link_kind(&output.stdout)
-            .map_err(|detail| LinkError::Parse { command: show.display(), detail })?;
-        if kind != "bridge" {
-            return Err(LinkError::NotABridge { name: bridge.to_owned(), kind });
+    let mut socket = ns.socket()?;
+    match socket.link(bridge)? {
+        Some(link) => {
+            let kind = netlink::link_kind(&link);
+            if kind != "bridge" {
+                return Err(LinkError::NotABridge { name: bridge.to_owned(), kind });
+            }
         }
-    } else if output.stderr.contains("does not exist") {
         // STP off (the default) forwards as soon as a port is up; forward_delay 0 makes
         // that explicit.
-        batch.push_str(&format!("link add name {bridge} type bridge forward_delay 0\n"));
-    } else {
-        return Err(CommandError::Failed {
-            command: show.display(),
-            status: output.status,
-            stderr: output.stderr.trim().to_owned(),
-        }
-        .into());
+        None => socket.add_bridge(bridge)?,
     }
-    batch.push_str(&format!(
-        "link set dev {bridge} mtu {mtu}\n\
-         addr replace {gateway}/{len} dev {bridge}\n\
-         link set dev {bridge} up\n",
-        gateway = cidr.gateway(),
-        len = cidr.prefix_len(),
-    ));
-    ns.ip_batch(&batch)
-}
-
-/// `info_kind` of the only link in `ip -j -d link show dev X` output ("" if none).
-fn link_kind(json: &str) -> Result<String, String> {
-    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    let link = value.get(0).ok_or("no link in the output")?;
-    Ok(link.pointer("/linkinfo/info_kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned())
+    socket.set_mtu(bridge, mtu)?;
+    let index = socket.link_index(bridge)?;
+    socket.add_address(index, cidr.gateway(), cidr.prefix_len(), true)?;
+    socket.set_up(bridge)?;
+    Ok(())
 }
 
 /// Deletes a link (and, for a veth, its peer); a missing link is fine.
 pub fn delete_link(ns: &Netns<'_>, name: &str) -> Result<(), LinkError> {
-    let cmd = Cmd::in_netns(ns.path, "ip").args(["link", "del", "dev", name]);
-    let output = cmd.output(ns.timeout)?;
-    if output.status.success() || output.stderr.contains("Cannot find device") {
-        return Ok(());
-    }
-    Err(CommandError::Failed {
-        command: cmd.display(),
-        status: output.status,
-        stderr: output.stderr.trim().to_owned(),
-    }
-    .into())
+    ns.socket()?.delete_link(name)?;
+    Ok(())
 }
 
 /// Whether a link of that name exists in the namespace.
 pub fn link_exists(ns: &Netns<'_>, name: &str) -> Result<bool, LinkError> {
-    let cmd = Cmd::in_netns(ns.path, "ip").args(["link", "show", "dev", name]);
-    let output = cmd.output(ns.timeout)?;
-    if output.status.success() {
-        return Ok(true);
-    }
-    if output.stderr.contains("does not exist") {
-        return Ok(false);
-    }
-    Err(CommandError::Failed {
-        command: cmd.display(),
-        status: output.status,
-        stderr: output.stderr.trim().to_owned(),
-    }
-    .into())
+    Ok(ns.socket()?.link(name)?.is_some())
 }
 
 /// The node side of a pod's link: a veth pair whose peer is created directly inside the pod
@@ -132,13 +93,17 @@ pub fn add_pod_veth(
     bridge: &str,
     mtu: u32,
 ) -> Result<(), LinkError> {
-    let pod_netns = pod_netns.display();
-    node.ip_batch(&format!(
-        "link add name {host_veth} mtu {mtu} type veth peer name eth0 mtu {mtu} netns {pod_netns}\n\
-         link set dev {host_veth} master {bridge}\n\
-         link set dev {host_veth} type bridge_slave hairpin on\n\
-         link set dev {host_veth} up\n"
-    ))
+    let pod_ns_file = File::open(pod_netns).map_err(|source| NamespaceError::Io {
+        what: "opening netns",
+        path: pod_netns.to_path_buf(),
+        source,
+    })?;
+    let mut socket = node.socket()?;
+    socket.add_veth(host_veth, "eth0", mtu, &pod_ns_file)?;
+    socket.set_master(host_veth, bridge)?;
+    socket.set_bridge_port_hairpin(host_veth)?;
+    socket.set_up(host_veth)?;
+    Ok(())
 }
 
 /// The pod side: loopback up, `eth0` with the pod's address, up, default route via the
@@ -148,14 +113,13 @@ pub fn configure_pod_interfaces(
     ip: Ipv4Addr,
     cidr: Ipv4Cidr,
 ) -> Result<(), LinkError> {
-    pod.ip_batch(&format!(
-        "link set dev lo up\n\
-         addr add {ip}/{len} dev eth0\n\
-         link set dev eth0 up\n\
-         route add default via {gateway} dev eth0\n",
-        len = cidr.prefix_len(),
-        gateway = cidr.gateway(),
-    ))
+    let mut socket = pod.socket()?;
+    socket.set_up("lo")?;
+    let eth0 = socket.link_index("eth0")?;
+    socket.add_address(eth0, ip, cidr.prefix_len(), false)?;
+    socket.set_up("eth0")?;
+    socket.add_default_route(eth0, cidr.gateway())?;
+    Ok(())
 }
 
 /// Sets `net.ipv4.ip_forward=1` in the namespace (the file under /proc/sys/net belongs to
@@ -203,15 +167,6 @@ pub fn sync_masquerade(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn link_kind_reads_info_kind() {
-        let json = r#"[{"ifname":"br0","linkinfo":{"info_kind":"bridge"}}]"#;
-        assert_eq!(link_kind(json).unwrap(), "bridge");
-        assert_eq!(link_kind(r#"[{"ifname":"eth0"}]"#).unwrap(), "");
-        assert!(link_kind("[]").is_err());
-        assert!(link_kind("not json").is_err());
-    }
 
     #[test]
     fn nat_table_is_per_bridge() {

@@ -32,7 +32,7 @@ pub struct NetworkConfig {
     pub run_dir: PathBuf,
     /// Masquerade pod traffic leaving the pod CIDR.
     pub masquerade: bool,
-    /// Deadline for every `ip`/`nft` invocation.
+    /// Deadline for every netlink answer and `nft` invocation.
     pub command_timeout_ms: u64,
 }
 
@@ -93,7 +93,7 @@ pub enum NetworkError {
     },
 }
 
-/// A node's pod network. Every method blocks (it runs `ip`/`nft` and makes syscalls); call
+/// A node's pod network. Every method blocks (netlink requests, `nft` and other syscalls); call
 /// it from `spawn_blocking` in async code. Methods may be called from several threads.
 #[derive(Debug)]
 pub struct Network {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{TIMEOUT, TestNode, assert_sandbox_gone, exec, ping, tcp_exchange};
 use rudder_net::cmd::Cmd;
-use rudder_net::link::nat_table_name;
+use rudder_net::link::{self, Netns, nat_table_name};
 use rudder_net::{NetworkError, PodNetwork, names, ns};
 
 fn json(text: &str) -> serde_json::Value {
@@ -251,6 +251,8 @@ fn failed_setup_rolls_back_everything() {
     node.ip(&["link", "add", &names::host_veth_name(&id), "type", "veth", "peer", "name", &peer]);
     let err = node.net.setup_pod(&id, "pod").unwrap_err();
     assert!(matches!(err, NetworkError::Link(_)), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("add veth") && message.contains("File exists"), "{message}");
     assert!(!names::netns_path(&id).exists());
     assert_eq!(node.net.ipam().lookup(&id).unwrap(), None);
     assert!(!node.cfg.run_dir.join(&id).exists());
@@ -263,6 +265,26 @@ fn failed_setup_rolls_back_everything() {
     assert!(!out.status.success(), "{}", out.stdout);
     node.net.teardown_pod(&id).unwrap();
     assert_sandbox_gone(&node, &id);
+}
+
+#[test]
+fn link_requests_report_the_kernels_reason_and_tolerate_missing_links() {
+    let node = TestNode::new();
+    let ns = Netns { path: Some(&node.netns), timeout: TIMEOUT };
+    assert!(link::link_exists(&ns, &node.cfg.bridge).unwrap());
+    assert!(!link::link_exists(&ns, "rt-missing0").unwrap());
+    link::delete_link(&ns, "rt-missing0").unwrap();
+    // A namespace without eth0: the pod side fails, naming the request and the errno.
+    let empty = node.extra_netns("noeth");
+    let pod = Netns { path: Some(&empty), timeout: TIMEOUT };
+    let cidr = node.net.cidr();
+    let err = link::configure_pod_interfaces(&pod, cidr.gateway(), cidr).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("get link eth0") && message.contains("No such device"), "{message}");
+    // A veth to a bridge that does not exist is refused once the pair exists.
+    let pod_ns = node.extra_netns("nobridge");
+    let err = link::add_pod_veth(&ns, "rtveth0", &pod_ns, "rt-nobridge", 1500).unwrap_err();
+    assert!(err.to_string().contains("get link rt-nobridge"), "{err}");
 }
 
 #[test]
