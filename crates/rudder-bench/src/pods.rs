@@ -8,7 +8,8 @@
 //!
 //! Figures: process spawn to the Node's Ready condition; a batch (30) and a burst (100) of
 //! pods created at once, per-pod create-to-Running latency and wall time, delete-to-gone;
-//! the shims' memory per pod; the server's idle RSS and CPU with no pods. Comparison in the
+//! the shims' memory per pod; the server's idle RSS and CPU with no pods, once before any pod
+//! ran (after a 10 s settle) and once after all were deleted. Comparison in the
 //! same run: the `runtime` suite (the same pod start through the bare native runtime, no
 //! API server, no kubelet), and the difference between the two.
 
@@ -34,6 +35,9 @@ const NAMESPACE: &str = "default";
 /// Bounds every wait: a hang fails the run instead of blocking it.
 const DEADLINE: Duration = Duration::from_secs(180);
 const POLL: Duration = Duration::from_millis(20);
+/// After Node Ready, before measuring the fresh idle: start-up work (controllers' first
+/// syncs, the default ServiceAccount, the first Lease renewals) settles.
+const SETTLE: Duration = Duration::from_secs(10);
 
 pub struct Options {
     rudder: Option<PathBuf>,
@@ -446,6 +450,12 @@ async fn measure(
     bench("pods.up_to_listening", (listening - spawned).as_secs_f64() * 1000.0, "ms");
     bench("pods.up_to_node_ready", ready.as_secs_f64() * 1000.0, "ms");
 
+    // Idle with nothing ever run: the node Ready, controllers synced, no pods.
+    tokio::time::sleep(SETTLE).await;
+    let (rss, cpu) = idle(server.pid(), o.idle_seconds).await?;
+    bench("pods.idle_fresh_rss", rss, "MiB");
+    bench("pods.idle_fresh_cpu", cpu, "%core");
+
     let api: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     run_sequential(&api, o.sequential).await?;
     let batch = format!("batch{}", o.batch);
@@ -453,16 +463,22 @@ async fn measure(
     let burst = format!("burst{}", o.burst);
     run_group(&api, &burst, o.burst, Some(server)).await?;
 
-    // Idle: no pods, the node and controllers running, for --idle-seconds.
-    let pid = server.pid();
+    // Idle again: no pods left (all deleted above), for --idle-seconds.
+    let (rss, cpu) = idle(server.pid(), o.idle_seconds).await?;
+    bench("pods.idle_rss", rss, "MiB");
+    bench("pods.idle_cpu", cpu, "%core");
+    Ok(())
+}
+
+/// The server's RSS (MiB) at the end of `seconds` of waiting, and the CPU it used meanwhile
+/// (% of one core).
+async fn idle(pid: i32, seconds: u64) -> Result<(f64, f64)> {
     let cpu_before = cpu_time(pid)?;
     let t = Instant::now();
-    tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
     let cpu = cpu_time(pid)?.saturating_sub(cpu_before).as_secs_f64();
     let rss = proc_kib(pid, "status", "VmRSS:")? as f64 / 1024.0;
-    bench("pods.idle_rss", rss, "MiB");
-    bench("pods.idle_cpu", cpu / t.elapsed().as_secs_f64() * 100.0, "%core");
-    Ok(())
+    Ok((rss, cpu / t.elapsed().as_secs_f64() * 100.0))
 }
 
 fn node_is_ready(node: &Node) -> bool {

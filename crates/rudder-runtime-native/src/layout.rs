@@ -99,15 +99,25 @@ pub struct ExitRecord {
     pub message: String,
 }
 
-/// Writes JSON atomically: temp file, fsync, rename.
+/// Writes JSON atomically (temp file, rename): readers see the old or the new record,
+/// never half of one. Not fsynced, on purpose: these records describe processes and mounts
+/// that only exist while the machine is up. An agent killed with -9 leaves them in the page
+/// cache for its successor; a power loss takes the containers, the overlay mounts and
+/// libcontainer's tmpfs state with it, and the kubelet starts the pods afresh. (Each fsync
+/// cost ~1 ms and serialized on the journal under a burst of pod starts.)
 pub fn write_json(path: &Path, value: &impl Serialize) -> io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(value).map_err(io::Error::other)?)?;
-        f.sync_all()?;
+    let tmp =
+        path.with_extension(format!("tmp{}-{:08x}", std::process::id(), rand::random::<u32>()));
+    let written = fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(&serde_json::to_vec_pretty(value).map_err(io::Error::other)?)
+    });
+    match written.and_then(|()| fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    fs::rename(&tmp, path)
 }
 
 /// Reads JSON; None if the file does not exist.

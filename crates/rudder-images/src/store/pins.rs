@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::record::write_json;
 use super::{ImageStore, StoreError};
 
 impl ImageStore {
@@ -44,7 +43,19 @@ impl ImageStore {
             }
         }
         fs::create_dir_all(self.pins_dir()).map_err(|e| StoreError::io(&self.pins_dir(), e))?;
-        write_json(&path, &names)?;
+        // Atomic but not fsynced: a pin matters only while its container's overlay is
+        // mounted, which a power loss ends too.
+        let bytes = serde_json::to_vec(&names).map_err(|e| StoreError::Corrupt {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let dir = self.pins_dir();
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&dir)
+            .map_err(|e| StoreError::io(&dir, e))?;
+        std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| StoreError::io(&path, e))?;
+        tmp.persist(&path).map_err(|e| StoreError::io(&path, e.error))?;
         if let Some(missing) = layer_dirs.iter().find(|d| !d.is_dir()) {
             let _ = fs::remove_file(&path);
             return Err(StoreError::LayerMissing(missing.display().to_string()));
