@@ -219,8 +219,11 @@ pub(crate) async fn serve(ws: WebSocket, protocol: &'static str, mut session: Se
             msg = incoming.next() => {
                 let Some(Ok(msg)) = msg else { break None };
                 activity.store(now_s(), Ordering::Relaxed);
+                // Text frames count too (the Python client sends stdin as text), as
+                // upstream's server reads every message as bytes.
                 let data = match msg {
                     Message::Binary(d) => d,
+                    Message::Text(t) => bytes::Bytes::copy_from_slice(t.as_bytes()),
                     Message::Close(_) => break None,
                     _ => continue,
                 };

@@ -494,7 +494,9 @@ async fn exec_speaks_the_channel_protocol_over_a_websocket() {
         )
         .await
         .unwrap();
-    ws.send(Message::binary(b"\0hello".to_vec())).await.unwrap();
+    ws.send(Message::binary(b"\0hel".to_vec())).await.unwrap();
+    // Text frames carry stdin too (the Python client sends them).
+    ws.send(Message::text("\u{0}lo")).await.unwrap();
     ws.send(Message::binary(vec![255, 0])).await.unwrap();
     let got = drain(&mut ws).await;
     assert_eq!(got[0], (1, vec![]), "an empty message on stdout first: {got:?}");

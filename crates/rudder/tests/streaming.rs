@@ -85,6 +85,16 @@ fn kubectl_exec_and_attach_reach_the_containers() {
     });
     // The other container keeps running and still takes execs.
     assert_eq!(s.kubectl(&["exec", "shell", "-c", "main", "--", "echo", "still"]), "still\n");
+
+    // The official Python client speaks v4.channel.k8s.io.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/exec_client.py");
+    let out = common::command_in(Some(&node.netns), "timeout")
+        .args(["60", "python3", "-u", script])
+        .arg(s.kubeconfig())
+        .args(["shell", "main"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "py-42\ngot-hello\nexit 5\n", "{}", text(&out.stderr));
 }
 
 /// Runs `shell_command` (kubectl with `-t`) under `script`, which gives it a terminal of
