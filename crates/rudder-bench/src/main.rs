@@ -9,7 +9,25 @@ mod runtime;
 mod scheduler;
 mod store;
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Result, bail};
+
+/// The `rudder` binary the server suites start: `--rudder PATH`, else the one next to this
+/// binary.
+fn rudder_binary(given: Option<&Path>) -> Result<PathBuf> {
+    let path = match given {
+        Some(p) => p.to_owned(),
+        None => std::env::current_exe()?.with_file_name("rudder"),
+    };
+    if !path.exists() {
+        bail!(
+            "{} not found: build it (cargo build --release -p rudder) or pass --rudder PATH",
+            path.display()
+        );
+    }
+    Ok(path)
+}
 
 const USAGE: &str = "usage: rudder-bench <suite> [options]
 

@@ -90,7 +90,7 @@ pub async fn run(o: Options) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the pods suite runs a real node (containers, network namespaces): run it as root");
     }
-    let binary = rudder_binary(o.rudder.as_deref())?;
+    let binary = crate::rudder_binary(o.rudder.as_deref())?;
     let node = NodeSandbox::create()?;
     let data_dir = node.dir.path().to_owned();
 
@@ -188,20 +188,6 @@ async fn forward(
     Ok(child.wait().await?.success())
 }
 
-fn rudder_binary(given: Option<&Path>) -> Result<PathBuf> {
-    let path = match given {
-        Some(p) => p.to_owned(),
-        None => std::env::current_exe()?.with_file_name("rudder"),
-    };
-    if !path.exists() {
-        bail!(
-            "{} not found: build it (cargo build --release -p rudder) or pass --rudder PATH",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 /// The node's network namespace and data dir. Dropping it removes whatever the run left:
 /// processes started from the data dir, mounts under it and under the agent's /run dirs,
 /// the namespace (with the bridge inside it), the data dir.
@@ -239,13 +225,8 @@ impl Drop for NodeSandbox {
             );
         }
         std::thread::sleep(Duration::from_millis(200));
-        // The agent's runtime and namespace dirs live under /run/rudder, named by a hash of
-        // the data dir (see `rudder`'s agent.rs).
-        let tag = path_tag(self.dir.path());
-        let run_dirs = [
-            PathBuf::from(format!("/run/rudder/ns-{tag}")),
-            format!("/run/rudder/rt-{tag}").into(),
-        ];
+        // The agent's runtime and namespace dirs under /run/rudder.
+        let run_dirs = rudder_runtime_native::layout::node_run_dirs(self.dir.path());
         let mut prefixes = vec![data_dir];
         prefixes.extend(run_dirs.iter().map(|d| d.to_string_lossy().into_owned()));
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -269,16 +250,6 @@ impl Drop for NodeSandbox {
         }
         let _ = std::process::Command::new("ip").args(["netns", "del", &self.netns]).status();
     }
-}
-
-/// The agent's tag for a data dir: FNV-1a of the path, low 32 bits (as `rudder` computes it).
-fn path_tag(p: &Path) -> String {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in p.to_string_lossy().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{:08x}", h as u32)
 }
 
 /// Processes (other than this one) whose command line contains `needle`, with their argv.
@@ -414,7 +385,7 @@ impl Drop for Server {
 /// The part that runs inside the node's network namespace.
 async fn inner(o: Options) -> Result<()> {
     let data_dir = o.data_dir.clone().context("--in-netns needs --data-dir")?;
-    let binary = rudder_binary(o.rudder.as_deref())?;
+    let binary = crate::rudder_binary(o.rudder.as_deref())?;
     let spawned = Instant::now();
     let (server, listening) = Server::start(&binary, &data_dir).await?;
     let client = server.client();

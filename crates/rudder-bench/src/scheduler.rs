@@ -128,20 +128,6 @@ impl Drop for ServerProcess {
     }
 }
 
-fn rudder_binary(options: &Options) -> Result<PathBuf> {
-    let path = match &options.rudder {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("rudder"),
-    };
-    if !path.exists() {
-        bail!(
-            "{} not found: build it (cargo build --release -p rudder) or pass --rudder PATH",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 fn pod(name: &str, scheduler: &str) -> Pod {
     serde_json::from_value(serde_json::json!({
         "metadata": { "name": name, "labels": { "bench": "scheduler" } },
@@ -324,7 +310,7 @@ async fn memory(binary: &Path, options: &Options) -> Result<()> {
 }
 
 pub async fn run(options: Options) -> Result<()> {
-    let binary = rudder_binary(&options)?;
+    let binary = crate::rudder_binary(options.rudder.as_deref())?;
     note(&format!(
         "rudder server process ({}), simulated nodes in this process, {} cores",
         binary.display(),

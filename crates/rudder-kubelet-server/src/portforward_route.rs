@@ -22,8 +22,9 @@ use rudder_runtime::BoxStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::server::text;
 use crate::streams::Streams;
-use crate::upgrade::{WebSocket, accept_websocket, plain, wants_upgrade};
+use crate::upgrade::{WebSocket, accept_websocket, wants_upgrade};
 
 /// Bytes buffered between a WebSocket tunnel and the SPDY session.
 const TUNNEL_BUFFER_BYTES: usize = 256 * 1024;
@@ -60,7 +61,7 @@ pub(crate) async fn serve_port_forward(
     mut req: Request<Body>,
 ) -> Response {
     let (Some(namespace), Some(pod)) = (params.get("namespace"), params.get("pod")) else {
-        return plain(404, "404 page not found");
+        return text(404, "404 page not found");
     };
     let dialer: Arc<dyn Dialer> =
         Arc::new(PodDialer { streams, namespace: namespace.clone(), pod: pod.clone() });
@@ -76,7 +77,7 @@ pub(crate) async fn serve_port_forward(
         });
     }
     if !wants_upgrade(headers, "spdy/3.1") {
-        return plain(
+        return text(
             400,
             "unable to upgrade: missing upgrade headers in request: Connection: Upgrade and \
              Upgrade: SPDY/3.1 (or a WebSocket) are required",
@@ -84,10 +85,10 @@ pub(crate) async fn serve_port_forward(
     }
     let offered = offered_versions(headers);
     if offered.is_empty() {
-        return plain(400, format!("unable to upgrade: {HEADER_PROTOCOL_VERSION} is required"));
+        return text(400, format!("unable to upgrade: {HEADER_PROTOCOL_VERSION} is required"));
     }
     if !offered.iter().any(|v| v == PROTOCOL_V1) {
-        let mut r = plain(
+        let mut r = text(
             403,
             format!(
                 "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, \

@@ -79,7 +79,8 @@ struct AppState {
     cancel: CancellationToken,
 }
 
-fn text(status: u16, body: impl Into<String>) -> Response {
+/// A plain-text answer (what upstream's kubelet sends for errors).
+pub(crate) fn text(status: u16, body: impl Into<String>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, body.into()).into_response();
     response

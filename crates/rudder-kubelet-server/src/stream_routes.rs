@@ -12,8 +12,9 @@ use axum::response::Response;
 use rudder_runtime::{AttachRequest, ExecRequest};
 
 use crate::remotecommand::{self, Session, StreamOptions};
+use crate::server::text;
 use crate::streams::Streams;
-use crate::upgrade::{accept_websocket, plain};
+use crate::upgrade::accept_websocket;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Verb {
@@ -39,21 +40,21 @@ pub(crate) async fn serve_stream(
     req: Request<Body>,
 ) -> Response {
     let Some((namespace, pod, container)) = target(&params) else {
-        return plain(404, "404 page not found");
+        return text(404, "404 page not found");
     };
     let opts = match StreamOptions::from_query(query.as_deref().unwrap_or(""), verb == Verb::Exec) {
         Ok(o) => o,
-        Err(e) => return plain(400, e),
+        Err(e) => return text(400, e),
     };
     // The session is opened before the upgrade, so a missing pod or a stopped container is
     // a plain HTTP error the client shows, not a dropped connection.
-    let session: Session = match verb {
+    let mut session: Session = match verb {
         Verb::Exec => {
             let request =
                 ExecRequest { command: opts.command.clone(), tty: opts.tty, stdin: opts.stdin };
             match streams.exec(namespace, pod, container, &request).await {
                 Ok(s) => s.into(),
-                Err(e) => return plain(e.status(), e.to_string()),
+                Err(e) => return text(e.status(), e.to_string()),
             }
         }
         Verb::Attach => {
@@ -61,11 +62,10 @@ pub(crate) async fn serve_stream(
                 AttachRequest { stdin: opts.stdin, stdout: opts.stdout, stderr: opts.stderr };
             match streams.attach(namespace, pod, container, &request).await {
                 Ok(s) => s.into(),
-                Err(e) => return plain(e.status(), e.to_string()),
+                Err(e) => return text(e.status(), e.to_string()),
             }
         }
     };
-    let mut session = session;
     if !opts.stdout {
         session.stdout = None;
     }

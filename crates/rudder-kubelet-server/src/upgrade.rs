@@ -11,6 +11,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use crate::server::text;
+
 /// The upgraded connection a session runs on.
 pub(crate) type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
 pub(crate) type WebSocket = WebSocketStream<Upgraded>;
@@ -47,14 +49,6 @@ pub(crate) fn negotiate(offered: &[String], supported: &[&'static str]) -> Optio
     offered.iter().find_map(|o| supported.iter().copied().find(|s| s == o))
 }
 
-pub(crate) fn plain(status: u16, body: impl Into<String>) -> Response {
-    let mut r = Response::new(Body::from(body.into()));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
-}
-
 /// Completes a WebSocket handshake choosing one of `supported` subprotocols, and runs
 /// `session` on the connection once the 101 response went out. Refusals are the responses
 /// upstream gives (400 with the reason).
@@ -69,20 +63,20 @@ where
 {
     let headers = req.headers();
     if !wants_upgrade(headers, "websocket") {
-        return plain(
+        return text(
             400,
             "this endpoint needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
         );
     }
     if headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13") {
-        return plain(400, "unsupported WebSocket version (Sec-WebSocket-Version must be 13)");
+        return text(400, "unsupported WebSocket version (Sec-WebSocket-Version must be 13)");
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec()) else {
-        return plain(400, "missing Sec-WebSocket-Key");
+        return text(400, "missing Sec-WebSocket-Key");
     };
     let offered = offered_protocols(headers);
     let Some(protocol) = negotiate(&offered, supported) else {
-        return plain(
+        return text(
             400,
             format!("requested protocol(s) are not supported: {offered:?}; supports {supported:?}"),
         );

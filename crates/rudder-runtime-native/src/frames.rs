@@ -142,8 +142,6 @@ impl Decoder {
     }
 }
 
-pub(crate) use crate::sys::set_window_size;
-
 #[cfg(test)]
 mod tests {
     use super::*;

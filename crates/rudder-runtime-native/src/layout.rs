@@ -138,6 +138,24 @@ pub fn now_ns() -> i64 {
         .unwrap_or_default()
 }
 
+/// The node agent's directories under /run for a data dir: the pod namespaces' run dir
+/// (`rudder-net`) and the runtime's run dir (libcontainer state), `/run/rudder/{ns,rt}-<tag>`
+/// with `<tag>` a hash of the data dir's path, so two agents with different data dirs never
+/// share them. What `rudder down --purge`, the tests and the benchmarks clean up.
+pub fn node_run_dirs(data_dir: &Path) -> [PathBuf; 2] {
+    // FNV-1a of the path, low 32 bits.
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in data_dir.to_string_lossy().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let tag = format!("{:08x}", h as u32);
+    [
+        PathBuf::from("/run/rudder").join(format!("ns-{tag}")),
+        PathBuf::from("/run/rudder").join(format!("rt-{tag}")),
+    ]
+}
+
 /// A fresh random id (32 hex digits).
 pub fn new_id() -> String {
     format!("{:032x}", rand::random::<u128>())

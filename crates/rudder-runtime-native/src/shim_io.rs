@@ -308,7 +308,7 @@ impl<'a> Pump<'a> {
             }
             Frame::Resize { width, height } => {
                 if let Some(tty) = &self.tty
-                    && let Err(e) = frames::set_window_size(tty, width, height)
+                    && let Err(e) = crate::sys::set_window_size(tty, width, height)
                 {
                     eprintln!("shim: resizing the terminal: {e}");
                 }

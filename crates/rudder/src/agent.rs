@@ -87,17 +87,6 @@ fn native_runtime(
     Ok(Arc::new(runtime))
 }
 
-/// A short stable tag of a path (so two agents with different data dirs never share
-/// runtime directories under /run).
-pub fn path_tag(p: &Path) -> String {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in p.to_string_lossy().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{:08x}", h as u32)
-}
-
 /// Runs the kubelet until `cancel` (containers keep running) or `shutdown` (pods stopped).
 pub async fn run(
     options: AgentOptions,
@@ -157,11 +146,7 @@ pub async fn run(
 
 /// The node's runtime directories under /run (what `rudder down --purge` removes).
 pub fn run_dirs(data_dir: &Path) -> [PathBuf; 2] {
-    let tag = path_tag(data_dir);
-    [
-        PathBuf::from("/run/rudder").join(format!("ns-{tag}")),
-        PathBuf::from("/run/rudder").join(format!("rt-{tag}")),
-    ]
+    rudder_runtime_native::layout::node_run_dirs(data_dir)
 }
 
 /// `k=v` into a pair.

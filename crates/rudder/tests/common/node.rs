@@ -140,16 +140,6 @@ pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + '
     .expect("netns thread")
 }
 
-/// The agent's tag for a data dir (FNV-1a of the path, as `agent::path_tag`).
-fn path_tag(p: &Path) -> String {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in p.to_string_lossy().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{:08x}", h as u32)
-}
-
 fn processes_mentioning(needle: &str) -> Vec<i32> {
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -227,11 +217,10 @@ impl Drop for NodeServer {
             }
         }
         if let Some(dir) = &self.dir {
-            // The agent's directories under /run (named after its data dir, see agent.rs).
-            let tag = path_tag(dir.path());
-            for d in [format!("/run/rudder/ns-{tag}"), format!("/run/rudder/rt-{tag}")] {
-                let _ = std::fs::remove_dir(format!("{d}/libcontainer"));
-                let _ = Command::new("umount").args(["-l", &d]).status();
+            // The agent's directories under /run (named after its data dir).
+            for d in rudder_runtime_native::layout::node_run_dirs(dir.path()) {
+                let _ = std::fs::remove_dir(d.join("libcontainer"));
+                let _ = Command::new("umount").arg("-l").arg(&d).status();
                 let _ = std::fs::remove_dir(&d);
             }
         }
