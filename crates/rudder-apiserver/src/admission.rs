@@ -5,8 +5,9 @@
 use rudder_store::Storage;
 use serde_json::{Value, json};
 
-use crate::object::{self, decode, prefix};
+use crate::object::{self, decode};
 use crate::status::ApiError;
+use crate::watch_cache::WatchCache;
 
 /// The PriorityClasses every cluster has.
 pub const SYSTEM_PRIORITY_CLASSES: [(&str, i64, &str); 2] = [
@@ -27,8 +28,14 @@ fn priority_classes() -> &'static rudder_api::ResourceInfo {
         .expect("priorityclasses in the resource table")
 }
 
-/// Resolves a new pod's priority from its PriorityClass.
-pub async fn pod_priority(store: &dyn Storage, pod: &mut Value) -> Result<(), ApiError> {
+/// Resolves a new pod's priority from its PriorityClass. Classes are read from the watch
+/// cache, as upstream's admission reads its informer; a named class the cache does not show
+/// yet is looked up in the store before the pod is refused.
+pub async fn pod_priority(
+    cache: &WatchCache,
+    store: &dyn Storage,
+    pod: &mut Value,
+) -> Result<(), ApiError> {
     let pod_name = object::name(pod).unwrap_or_default().to_owned();
     let info = priority_classes();
     let class_name = object::path(pod, "spec.priorityClassName")
@@ -36,36 +43,25 @@ pub async fn pod_priority(store: &dyn Storage, pod: &mut Value) -> Result<(), Ap
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
     let store_err = |e| ApiError::from_store(e, info, "");
-    let class = match &class_name {
-        Some(name) => {
-            let kv = store.get(&object::key(info, None, name)).await.map_err(store_err)?;
-            match kv {
+    let (classes, _) = cache.snapshot(info).await.map_err(store_err)?;
+    let class: Option<Value> = match &class_name {
+        Some(name) => match classes.iter().find(|c| object::name(c) == Some(name.as_str())) {
+            Some(c) => Some((**c).clone()),
+            None => match store.get(&object::key(info, None, name)).await.map_err(store_err)? {
                 Some(kv) => Some(decode(&kv)?),
                 None => {
                     return Err(ApiError::forbidden(format!(
                         "pods \"{pod_name}\" is forbidden: no PriorityClass with name {name} was found"
                     )));
                 }
-            }
-        }
-        None => {
-            // The global default class, if one is marked (the lowest value wins, as upstream).
-            let page = store
-                .list(&prefix(info, None), rudder_store::ListOptions::default())
-                .await
-                .map_err(store_err)?;
-            let mut best: Option<Value> = None;
-            for kv in &page.items {
-                let c = decode(kv)?;
-                if c.get("globalDefault").and_then(Value::as_bool) == Some(true) {
-                    let v = c.get("value").and_then(Value::as_i64).unwrap_or(0);
-                    if best.as_ref().is_none_or(|b| b["value"].as_i64().unwrap_or(0) > v) {
-                        best = Some(c);
-                    }
-                }
-            }
-            best
-        }
+            },
+        },
+        // The global default class, if one is marked (the lowest value wins, as upstream).
+        None => classes
+            .iter()
+            .filter(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true))
+            .min_by_key(|c| c.get("value").and_then(Value::as_i64).unwrap_or(0))
+            .map(|c| (**c).clone()),
     };
     let (priority, policy, resolved_name) = match &class {
         Some(c) => (

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use crate::discovery;
+use crate::form::Form;
 use crate::registry::{Registry, Written};
 use crate::request::{Query, Target, parse_target};
 use crate::status::ApiError;
@@ -373,11 +374,14 @@ async fn resource_verb(
     if !allowed {
         return Err(ApiError::method_not_allowed(verb, t.info));
     }
-    let as_table = table::wants_table(accept);
+    let form = Form::from_accept(accept);
     match verb {
         "get" => {
             let obj = reg.get(t).await?;
-            if as_table {
+            if form == Form::Metadata {
+                return Ok(json_response(StatusCode::OK, &crate::form::metadata(&obj)));
+            }
+            if form == Form::Table {
                 let meta = json!({ "resourceVersion": crate::object::meta_str(&obj, "resourceVersion").unwrap_or_default() });
                 let tbl = table::table(
                     t.info,
@@ -393,7 +397,10 @@ async fn resource_verb(
         }
         "list" => {
             let list = reg.list(t, q).await?;
-            if as_table {
+            if form == Form::Metadata {
+                return Ok(json_response(StatusCode::OK, &crate::form::metadata_list(&list)));
+            }
+            if form == Form::Table {
                 let items = list["items"].as_array().cloned().unwrap_or_default();
                 let tbl = table::table(
                     t.info,
@@ -407,7 +414,7 @@ async fn resource_verb(
             }
             Ok(json_response(StatusCode::OK, &list))
         }
-        "watch" => watch::watch(reg, t, q, as_table).await,
+        "watch" => watch::watch(reg, t, q, form).await,
         "create" => Ok(written(reg.create(t, body, q).await?)),
         "update" => Ok(written(reg.update(t, body, q).await?)),
         "patch" => Ok(written(reg.patch(t, body, content_type, q).await?)),

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod component_status;
 pub mod defaults;
 pub mod discovery;
+pub mod form;
 pub mod graceful;
 pub mod handler;
 pub mod kind_validation;

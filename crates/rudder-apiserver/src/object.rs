@@ -70,11 +70,45 @@ pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
-/// Encodes an object for storage (without its resourceVersion).
+/// Encodes an object for storage (without its resourceVersion), without copying it.
 pub fn encode(obj: &Value) -> Bytes {
-    let mut obj = obj.clone();
-    meta_mut(&mut obj).remove("resourceVersion");
-    Bytes::from(serde_json::to_vec(&obj).expect("JSON values serialize"))
+    Bytes::from(serde_json::to_vec(&WithoutResourceVersion(obj)).expect("JSON values serialize"))
+}
+
+/// Serializes an object as is, except `metadata.resourceVersion`.
+struct WithoutResourceVersion<'a>(&'a Value);
+
+impl serde::Serialize for WithoutResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(top) = self.0 else { return self.0.serialize(s) };
+        let mut map = s.serialize_map(Some(top.len()))?;
+        for (k, v) in top {
+            match v {
+                Value::Object(meta) if k == "metadata" => {
+                    map.serialize_entry(k, &Filtered(meta, "resourceVersion"))?
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// A JSON object without one of its fields.
+struct Filtered<'a>(&'a Map<String, Value>, &'static str);
+
+impl serde::Serialize for Filtered<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().filter(|(k, _)| k.as_str() != self.1))
+    }
+}
+
+/// The object as it reads back from the store after a write at `revision`: `obj` with its
+/// resourceVersion stamped, so a write needs no re-parse of what it just stored.
+pub fn stamped(mut obj: Value, revision: i64) -> Value {
+    meta_mut(&mut obj).insert("resourceVersion".into(), json!(revision.to_string()));
+    obj
 }
 
 /// A random RFC 4122 version 4 UUID.
@@ -117,6 +151,28 @@ mod tests {
         assert_eq!(&u[14..15], "4");
         assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"));
         assert_ne!(u, new_uid());
+    }
+
+    #[test]
+    fn encoding_drops_only_the_resource_version_and_stamping_restores_it() {
+        let obj = json!({
+            "kind": "ConfigMap",
+            "metadata": {"name": "a", "resourceVersion": "7", "labels": {"resourceVersion": "x"}},
+            "data": {"resourceVersion": "y"},
+        });
+        let stored: Value = serde_json::from_slice(&encode(&obj)).unwrap();
+        assert_eq!(
+            stored,
+            json!({
+                "kind": "ConfigMap",
+                "metadata": {"name": "a", "labels": {"resourceVersion": "x"}},
+                "data": {"resourceVersion": "y"},
+            })
+        );
+        let kv =
+            KeyValue { key: "k".into(), value: encode(&obj), create_revision: 3, mod_revision: 9 };
+        assert_eq!(decode(&kv).unwrap(), stamped(stored, 9));
+        assert_eq!(encode(&json!("scalar")).as_ref(), b"\"scalar\"");
     }
 
     #[test]

@@ -35,6 +35,16 @@ pub struct Written {
     pub warnings: Vec<String>,
 }
 
+/// How one attempt of a read-modify-write ended.
+enum Attempt {
+    /// Written (or deleted) with a successful compare-and-swap.
+    Stored(Written),
+    /// Nothing written: a no-op or a dry run.
+    NotStored(Written),
+    /// The object changed since it was read.
+    Raced,
+}
+
 impl Written {
     fn new(object: Value, created: bool, warnings: &[String]) -> Self {
         Written { object, created, warnings: warnings.to_vec() }
@@ -130,9 +140,18 @@ impl Registry {
     async fn check_namespace(&self, namespace: &str, creating: bool) -> Result<(), ApiError> {
         let ns_info =
             rudder_api::resources::find("", "v1", "namespaces").expect("namespaces exist");
+        let ns_key = key(ns_info, None, namespace);
+        // An active namespace in the watch cache needs no store read (upstream's admission
+        // reads its informer); anything else is decided by the store.
+        if let Some((ns, _)) = self.cache.cached(ns_info, &ns_key)
+            && object::meta_str(&ns, "deletionTimestamp").is_none()
+            && object::path(&ns, "status.phase").and_then(Value::as_str) == Some("Active")
+        {
+            return Ok(());
+        }
         let kv = self
             .store
-            .get(&key(ns_info, None, namespace))
+            .get(&ns_key)
             .await
             .map_err(|e| ApiError::from_store(e, ns_info, namespace))?;
         let Some(kv) = kv else { return Err(ApiError::namespace_not_found(namespace)) };
@@ -220,7 +239,7 @@ impl Registry {
         }
         strategy::prepare_for_create(info, &mut obj);
         if info.kind == "Pod" {
-            crate::admission::pod_priority(&*self.store, &mut obj).await?;
+            crate::admission::pod_priority(&self.cache, &*self.store, &mut obj).await?;
         }
         if info.kind == "PersistentVolumeClaim" {
             crate::storage::admit_claim(&*self.store, &mut obj).await?;
@@ -250,7 +269,7 @@ impl Registry {
         } else {
             service_alloc::Held::default()
         };
-        let result = self.create_with_retries(t, &mut obj, generate_name.as_deref()).await;
+        let result = self.create_with_retries(t, obj, generate_name.as_deref()).await;
         if result.is_err() {
             service_alloc::release(&*self.store, &held).await;
         }
@@ -261,19 +280,19 @@ impl Registry {
     async fn create_with_retries(
         &self,
         t: &Target,
-        obj: &mut Value,
+        mut obj: Value,
         generate_name: Option<&str>,
     ) -> Result<Value, ApiError> {
         let info = t.info;
         let mut attempt = 0;
         loop {
-            let name = object::name(obj).unwrap_or_default().to_owned();
+            let name = object::name(&obj).unwrap_or_default().to_owned();
             let k = key(info, t.namespace.as_deref(), &name);
-            match self.store.create(&k, encode(obj)).await {
-                Ok(kv) => return decode(&kv),
+            match self.store.create(&k, encode(&obj)).await {
+                Ok(kv) => return Ok(object::stamped(obj, kv.mod_revision)),
                 Err(StoreError::KeyExists { .. }) if generate_name.is_some() && attempt < 5 => {
                     let base = generate_name.unwrap_or_default();
-                    meta_mut(obj)
+                    meta_mut(&mut obj)
                         .insert("name".into(), json!(format!("{base}{}", object::name_suffix())));
                     attempt += 1;
                 }
@@ -467,6 +486,11 @@ impl Registry {
     /// Read-modify-write of one object: `change` computes the new object from the current
     /// one; the write is a compare-and-swap on the current revision, retried on races unless
     /// the client gave a resourceVersion precondition.
+    ///
+    /// The first attempt starts from the watch cache's copy when there is one (no store read,
+    /// no parse). That copy is only a hint, as upstream's: a compare-and-swap that succeeds
+    /// on it is a correct write; any other outcome (conflict, no-op, dry run, error) is
+    /// decided again from the store.
     async fn write(
         &self,
         t: &Target,
@@ -477,91 +501,122 @@ impl Registry {
         let info = t.info;
         let name = t.name.as_deref().ok_or_else(ApiError::route_not_found)?;
         let k = key(info, t.namespace.as_deref(), name);
+        let mut hint = self
+            .cache
+            .cached(info, &k)
+            .filter(|(_, revision)| precondition.is_none_or(|p| p == *revision));
         for _ in 0..UPDATE_RETRIES {
-            let kv = self.existing(info, &k, name).await?;
-            if precondition.is_some_and(|p| p != kv.mod_revision) {
-                return Err(ApiError::conflict(info, name));
-            }
-            let current = decode(&kv)?;
-            let mut new = change(&current)?;
-            // A uid in the request is a precondition upstream's controllers rely on.
-            if let Some(uid) = object::meta_str(&new, "uid").filter(|u| !u.is_empty())
-                && Some(uid) != object::meta_str(&current, "uid")
-            {
-                let error =
-                    rudder_api::FieldError::invalid("metadata.uid", uid, "field is immutable");
-                return Err(ApiError::invalid(info, name, &[error]));
-            }
-            check_type(info, &mut new)?;
-            let warnings = check_fields(info, &new, q.field_validation)?;
-            strategy::prepare_for_update(info, t.subresource.as_deref(), &current, &mut new);
-            let service = info.kind == "Service" && t.subresource.is_none();
-            if service {
-                keep_cluster_ip(info, &current, &mut new)?;
-                service_alloc::default_service(&mut new);
-            }
-            let mut errors = validation::validate_metadata(info, &new);
-            errors.extend(strategy::validate(info, &new));
-            errors.extend(strategy::validate_update(info, &current, &new));
-            if !errors.is_empty() {
-                return Err(ApiError::invalid(info, name, &errors));
-            }
-            // An object whose deletion only waited for finalizers goes once they are gone.
-            if object::meta_str(&new, "deletionTimestamp").is_some()
-                && strategy::deletion_can_finish(&new)
-                && crate::graceful::grace_over(&new)
-            {
-                if q.dry_run {
-                    return Ok(Written::new(new, false, &warnings));
-                }
-                return match self.store.delete(&k, Some(kv.mod_revision)).await {
-                    Ok(_) => Ok(Written::new(new, false, &warnings)),
-                    Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
-                    Err(e) => Err(ApiError::from_store(e, info, name)),
-                };
-            }
-            if new == current {
-                return Ok(Written::new(current, false, &warnings));
-            }
-            if q.dry_run {
-                return Ok(Written::new(new, false, &warnings));
-            }
-            let before = service_alloc::held_by(&current);
-            let claimed = if service {
-                service_alloc::allocate(&*self.store, info, &mut new, &before).await?
-            } else {
-                service_alloc::Held::default()
-            };
-            match self.store.update(&k, encode(&new), kv.mod_revision).await {
-                Ok(kv) => {
-                    if service {
-                        let after = service_alloc::held_by(&new);
-                        let dropped = service_alloc::Held {
-                            cluster_ip: before
-                                .cluster_ip
-                                .filter(|ip| after.cluster_ip != Some(*ip)),
-                            node_ports: before
-                                .node_ports
-                                .iter()
-                                .copied()
-                                .filter(|p| !after.node_ports.contains(p))
-                                .collect(),
-                        };
-                        service_alloc::release(&*self.store, &dropped).await;
+            let (current, revision, from_cache) = match hint.take() {
+                Some((object, revision)) => (object, revision, true),
+                None => {
+                    let kv = self.existing(info, &k, name).await?;
+                    if precondition.is_some_and(|p| p != kv.mod_revision) {
+                        return Err(ApiError::conflict(info, name));
                     }
-                    return Ok(Written::new(decode(&kv)?, false, &warnings));
+                    (Arc::new(decode(&kv)?), kv.mod_revision, false)
                 }
-                Err(StoreError::Conflict { .. }) if precondition.is_none() => {
-                    service_alloc::release(&*self.store, &claimed).await;
-                    continue;
-                }
-                Err(e) => {
-                    service_alloc::release(&*self.store, &claimed).await;
-                    return Err(ApiError::from_store(e, info, name));
-                }
+            };
+            match self.write_once(t, q, name, &k, &change, &current, revision).await {
+                Ok(Attempt::Stored(written)) => return Ok(written),
+                Ok(Attempt::Raced) if precondition.is_none() || from_cache => continue,
+                Ok(Attempt::Raced) => return Err(ApiError::conflict(info, name)),
+                _ if from_cache => continue,
+                Ok(Attempt::NotStored(written)) => return Ok(written),
+                Err(e) => return Err(e),
             }
         }
         Err(ApiError::conflict(info, name))
+    }
+
+    /// One attempt of [`Registry::write`] from `current` at `revision`.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_once(
+        &self,
+        t: &Target,
+        q: &Query,
+        name: &str,
+        k: &str,
+        change: &impl Fn(&Value) -> Result<Value, ApiError>,
+        current: &Arc<Value>,
+        revision: i64,
+    ) -> Result<Attempt, ApiError> {
+        let info = t.info;
+        let current: &Value = current;
+        let mut new = change(current)?;
+        // A uid in the request is a precondition upstream's controllers rely on.
+        if let Some(uid) = object::meta_str(&new, "uid").filter(|u| !u.is_empty())
+            && Some(uid) != object::meta_str(current, "uid")
+        {
+            let error = rudder_api::FieldError::invalid("metadata.uid", uid, "field is immutable");
+            return Err(ApiError::invalid(info, name, &[error]));
+        }
+        check_type(info, &mut new)?;
+        let warnings = check_fields(info, &new, q.field_validation)?;
+        strategy::prepare_for_update(info, t.subresource.as_deref(), current, &mut new);
+        let service = info.kind == "Service" && t.subresource.is_none();
+        if service {
+            keep_cluster_ip(info, current, &mut new)?;
+            service_alloc::default_service(&mut new);
+        }
+        let mut errors = validation::validate_metadata(info, &new);
+        errors.extend(strategy::validate(info, &new));
+        errors.extend(strategy::validate_update(info, current, &new));
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(info, name, &errors));
+        }
+        // An object whose deletion only waited for finalizers goes once they are gone.
+        if object::meta_str(&new, "deletionTimestamp").is_some()
+            && strategy::deletion_can_finish(&new)
+            && crate::graceful::grace_over(&new)
+        {
+            if q.dry_run {
+                return Ok(Attempt::NotStored(Written::new(new, false, &warnings)));
+            }
+            return match self.store.delete(k, Some(revision)).await {
+                Ok(_) => Ok(Attempt::Stored(Written::new(new, false, &warnings))),
+                Err(StoreError::Conflict { .. }) => Ok(Attempt::Raced),
+                Err(e) => Err(ApiError::from_store(e, info, name)),
+            };
+        }
+        if new == *current {
+            return Ok(Attempt::NotStored(Written::new(current.clone(), false, &warnings)));
+        }
+        if q.dry_run {
+            return Ok(Attempt::NotStored(Written::new(new, false, &warnings)));
+        }
+        let before = service_alloc::held_by(current);
+        let claimed = if service {
+            service_alloc::allocate(&*self.store, info, &mut new, &before).await?
+        } else {
+            service_alloc::Held::default()
+        };
+        match self.store.update(k, encode(&new), revision).await {
+            Ok(kv) => {
+                if service {
+                    let after = service_alloc::held_by(&new);
+                    let dropped = service_alloc::Held {
+                        cluster_ip: before.cluster_ip.filter(|ip| after.cluster_ip != Some(*ip)),
+                        node_ports: before
+                            .node_ports
+                            .iter()
+                            .copied()
+                            .filter(|p| !after.node_ports.contains(p))
+                            .collect(),
+                    };
+                    service_alloc::release(&*self.store, &dropped).await;
+                }
+                let object = object::stamped(new, kv.mod_revision);
+                Ok(Attempt::Stored(Written::new(object, false, &warnings)))
+            }
+            Err(StoreError::Conflict { .. }) => {
+                service_alloc::release(&*self.store, &claimed).await;
+                Ok(Attempt::Raced)
+            }
+            Err(e) => {
+                service_alloc::release(&*self.store, &claimed).await;
+                Err(ApiError::from_store(e, info, name))
+            }
+        }
     }
 
     /// DELETE of one object. Objects with finalizers (and namespaces, which empty
@@ -721,3 +776,7 @@ fn keep_cluster_ip(info: &ResourceInfo, current: &Value, new: &mut Value) -> Res
         )),
     }
 }
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

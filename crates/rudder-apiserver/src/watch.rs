@@ -19,6 +19,7 @@ use rudder_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::form::Form;
 use crate::object::{self, decode};
 use crate::registry::Registry;
 use crate::request::{Query, Target};
@@ -57,12 +58,7 @@ impl Source {
                     _ => decode(&event.kv).ok().map(Arc::new),
                 };
                 let old = event.prev.as_ref().and_then(|p| decode(p).ok()).map(Arc::new);
-                Some(Ok(Arc::new(Change {
-                    revision: event.revision(),
-                    key: event.kv.key,
-                    new,
-                    old,
-                })))
+                Some(Ok(Arc::new(Change::new(event.revision(), event.kv.key, new, old))))
             }
             Source::Cache { replay, live, skip_through } => {
                 if let Some(c) = replay.pop_front() {
@@ -83,6 +79,17 @@ impl Source {
             }
         }
     }
+}
+
+/// One line of a watch response: `{"type":<event_type>,"object":<object>}` and a newline.
+fn event_line(event_type: &str, object: &[u8]) -> Bytes {
+    let mut line = Vec::with_capacity(object.len() + event_type.len() + 24);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(event_type.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(object);
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
 }
 
 fn expired(message: &str) -> Value {
@@ -120,7 +127,7 @@ pub async fn watch(
     reg: &Registry,
     t: &Target,
     q: &Query,
-    as_table: bool,
+    form: Form,
 ) -> Result<Response, ApiError> {
     let filter = Filter::parse(q.label_selector.as_deref(), q.field_selector.as_deref())?;
     let info = t.info;
@@ -142,9 +149,9 @@ pub async fn watch(
         .map_err(|e| ApiError::from_store(e, info, ""))?;
     let (initial, source, start) = match subscription {
         Some(sub) => {
-            let initial: Vec<Value> = sub
+            let initial: Vec<Arc<Value>> = sub
                 .initial
-                .iter()
+                .into_iter()
                 .filter(|o| {
                     let k = object::key(
                         info,
@@ -153,7 +160,6 @@ pub async fn watch(
                     );
                     keys.matches(&k) && filter.matches(o)
                 })
-                .map(|o| (**o).clone())
                 .collect();
             let source = Source::Cache {
                 replay: sub.replay.into(),
@@ -183,7 +189,9 @@ pub async fn watch(
     tokio::spawn(async move {
         let mut first_table = true;
         let encode = |event_type: &str, obj: &Value, first: &mut bool| -> Bytes {
-            let object = if as_table && event_type != "ERROR" && event_type != "BOOKMARK" {
+            let object = if form == Form::Metadata && event_type != "ERROR" {
+                serde_json::to_vec(&crate::form::metadata(obj)).expect("JSON")
+            } else if form == Form::Table && event_type != "ERROR" && event_type != "BOOKMARK" {
                 let meta = json!({ "resourceVersion": object::meta_str(obj, "resourceVersion").unwrap_or_default() });
                 let t = table::table(
                     info,
@@ -194,14 +202,11 @@ pub async fn watch(
                     *first,
                 );
                 *first = false;
-                t
+                serde_json::to_vec(&t).expect("JSON")
             } else {
-                obj.clone()
+                serde_json::to_vec(obj).expect("JSON")
             };
-            let mut line =
-                serde_json::to_vec(&json!({ "type": event_type, "object": object })).expect("JSON");
-            line.push(b'\n');
-            Bytes::from(line)
+            event_line(event_type, &object)
         };
         for obj in &initial {
             if tx.send(encode("ADDED", obj, &mut first_table)).await.is_err() {
@@ -244,21 +249,29 @@ pub async fn watch(
             }
             let new_matches = change.new.as_deref().is_some_and(|o| filter.matches(o));
             let old_matches = change.old.as_deref().is_some_and(|o| filter.matches(o));
-            let out = match (&change.new, old_matches, new_matches) {
+            let line = match (&change.new, old_matches, new_matches) {
                 (None, true, _) => {
                     let mut gone = (**change.old.as_ref().expect("matched")).clone();
                     object::meta_mut(&mut gone)
                         .insert("resourceVersion".into(), json!(change.revision.to_string()));
-                    Some(("DELETED", gone))
+                    Some(encode("DELETED", &gone, &mut first_table))
                 }
-                (None, false, _) => None,
-                (Some(new), false, true) => Some(("ADDED", (**new).clone())),
-                (Some(new), true, true) => Some(("MODIFIED", (**new).clone())),
-                (Some(new), true, false) => Some(("DELETED", (**new).clone())),
-                (Some(_), false, false) => None,
+                (None, false, _) | (Some(_), false, false) => None,
+                (Some(new), old_matches, new_matches) => {
+                    let event_type = match (old_matches, new_matches) {
+                        (false, _) => "ADDED",
+                        (true, true) => "MODIFIED",
+                        (true, false) => "DELETED",
+                    };
+                    Some(match change.new_json() {
+                        // Serialized once for all watchers of this change.
+                        Some(json) if form == Form::Object => event_line(event_type, json),
+                        _ => encode(event_type, new, &mut first_table),
+                    })
+                }
             };
-            if let Some((event_type, obj)) = out
-                && tx.send(encode(event_type, &obj, &mut first_table)).await.is_err()
+            if let Some(line) = line
+                && tx.send(line).await.is_err()
             {
                 return;
             }
@@ -302,7 +315,7 @@ mod tests {
         };
         let target = parse_target("", "v1", &["namespaces", "default", "configmaps"]).unwrap();
         let old = Query { watch: true, resource_version: Some("2".into()), ..Default::default() };
-        match watch(&reg, &target, &old, false).await {
+        match watch(&reg, &target, &old, Form::Object).await {
             Err(e) => {
                 assert_eq!((e.code, e.reason), (410, "Expired"));
                 assert!(e.message.contains("too old resource version: 2"), "{}", e.message);
@@ -311,6 +324,6 @@ mod tests {
         }
         let recent =
             Query { watch: true, resource_version: Some("5".into()), ..Default::default() };
-        assert!(watch(&reg, &target, &recent, false).await.is_ok());
+        assert!(watch(&reg, &target, &recent, Form::Object).await.is_ok());
     }
 }

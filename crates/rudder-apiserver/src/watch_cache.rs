@@ -4,7 +4,9 @@
 //! dropped (its watchers end and re-watch, like upstream's) and rebuilt on next use.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use bytes::Bytes;
 
 use rudder_api::ResourceInfo;
 use rudder_store::{EventType, ListOptions, Storage};
@@ -27,6 +29,29 @@ pub struct Change {
     pub new: Option<Arc<Value>>,
     /// The object before it (None for a create).
     pub old: Option<Arc<Value>>,
+    /// `new` as JSON, made by the first watcher that sends it and shared by the others.
+    new_json: OnceLock<Bytes>,
+}
+
+impl Change {
+    pub fn new(
+        revision: i64,
+        key: String,
+        new: Option<Arc<Value>>,
+        old: Option<Arc<Value>>,
+    ) -> Self {
+        Change { revision, key, new, old, new_json: OnceLock::new() }
+    }
+
+    /// The new object serialized once for every watcher (None for a delete).
+    pub fn new_json(&self) -> Option<&Bytes> {
+        let new = self.new.as_deref()?;
+        Some(
+            self.new_json.get_or_init(|| {
+                Bytes::from(serde_json::to_vec(new).expect("JSON values serialize"))
+            }),
+        )
+    }
 }
 
 struct State {
@@ -150,7 +175,7 @@ impl WatchCache {
                         Some(v) => state.objects.insert(event.kv.key.clone(), v.clone()),
                         None => state.objects.remove(&event.kv.key),
                     };
-                    let change = Arc::new(Change { revision, key: event.kv.key.clone(), new, old });
+                    let change = Arc::new(Change::new(revision, event.kv.key.clone(), new, old));
                     state.revision = revision;
                     state.history.push_back(change.clone());
                     while state.history.len() > history {
@@ -196,6 +221,19 @@ impl WatchCache {
                 revision: state.revision.max(after),
             }),
         })
+    }
+
+    /// The cached object at `key` and its mod revision, when `info`'s cache is running (it
+    /// is not started for this). May lag the store: a hint for a compare-and-swap.
+    pub fn cached(&self, info: &ResourceInfo, key: &str) -> Option<(Arc<Value>, i64)> {
+        let cache =
+            self.caches.lock().expect("caches lock").get(&object::prefix(info, None))?.clone();
+        if cache.failed.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let object = cache.state.read().expect("cache lock").objects.get(key)?.clone();
+        let revision = object::meta_str(&object, "resourceVersion")?.parse().ok()?;
+        Some((object, revision))
     }
 
     /// The objects now and the revision they are at (for `resourceVersion=0` lists).

@@ -13,7 +13,28 @@ fn resolve(schema: &Value) -> Option<&'static Value> {
     definitions().get(reference.strip_prefix("#/components/schemas/")?)
 }
 
-fn walk(schema: &Value, value: &Value, path: &str, unknown: &mut Vec<String>) {
+/// Where a value sits in the object, rendered only when an error needs it (building a
+/// string per field of every object written was most of this module's cost).
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root,
+    Field(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl Path<'_> {
+    /// Upstream's form: `spec.template.spec.containers[0].foo`.
+    fn render(&self) -> String {
+        match self {
+            Path::Root => String::new(),
+            Path::Field(Path::Root, k) => (*k).to_owned(),
+            Path::Field(parent, k) => format!("{}.{k}", parent.render()),
+            Path::Index(parent, i) => format!("{}[{i}]", parent.render()),
+        }
+    }
+}
+
+fn walk(schema: &Value, value: &Value, path: Path<'_>, unknown: &mut Vec<String>) {
     let schema = resolve(schema).unwrap_or(schema);
     if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
         return;
@@ -22,25 +43,24 @@ fn walk(schema: &Value, value: &Value, path: &str, unknown: &mut Vec<String>) {
         Value::Object(map) => {
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for (k, v) in map {
-                    let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let child = Path::Field(&path, k);
                     match props.get(k) {
-                        Some(s) => walk(s, v, &child, unknown),
-                        None => unknown.push(child),
+                        Some(s) => walk(s, v, child, unknown),
+                        None => unknown.push(child.render()),
                     }
                 }
             } else if let Some(additional) =
                 schema.get("additionalProperties").filter(|a| a.is_object())
             {
                 for (k, v) in map {
-                    let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                    walk(additional, v, &child, unknown);
+                    walk(additional, v, Path::Field(&path, k), unknown);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(item_schema) = schema.get("items") {
                 for (i, v) in items.iter().enumerate() {
-                    walk(item_schema, v, &format!("{path}[{i}]"), unknown);
+                    walk(item_schema, v, Path::Index(&path, i), unknown);
                 }
             }
         }
@@ -87,7 +107,7 @@ fn go_type(schema: &Value) -> String {
 
 /// The first value in `value` whose JSON type the schema `definition` does not allow.
 pub fn first_type_error(definition: &str, value: &Value) -> Option<TypeError> {
-    fn check(schema: &Value, value: &Value, path: &str) -> Option<TypeError> {
+    fn check(schema: &Value, value: &Value, path: Path<'_>) -> Option<TypeError> {
         let resolved = resolve(schema);
         let name = schema
             .get("$ref")
@@ -106,7 +126,7 @@ pub fn first_type_error(definition: &str, value: &Value) -> Option<TypeError> {
             return match value {
                 Value::String(_) | Value::Number(_) => None,
                 other => Some(TypeError {
-                    path: path.into(),
+                    path: path.render(),
                     found: json_type(other),
                     expected: "string".into(),
                 }),
@@ -124,20 +144,19 @@ pub fn first_type_error(definition: &str, value: &Value) -> Option<TypeError> {
         };
         if !ok {
             return Some(TypeError {
-                path: path.into(),
+                path: path.render(),
                 found: json_type(value),
                 expected: go_type(schema),
             });
         }
-        let join = |k: &str| if path.is_empty() { k.to_owned() } else { format!("{path}.{k}") };
         match value {
             Value::Object(map) => {
                 if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-                    map.iter().find_map(|(k, v)| check(props.get(k)?, v, &join(k)))
+                    map.iter().find_map(|(k, v)| check(props.get(k)?, v, Path::Field(&path, k)))
                 } else if let Some(additional) =
                     schema.get("additionalProperties").filter(|a| a.is_object())
                 {
-                    map.iter().find_map(|(k, v)| check(additional, v, &join(k)))
+                    map.iter().find_map(|(k, v)| check(additional, v, Path::Field(&path, k)))
                 } else {
                     None
                 }
@@ -147,12 +166,12 @@ pub fn first_type_error(definition: &str, value: &Value) -> Option<TypeError> {
                 items
                     .iter()
                     .enumerate()
-                    .find_map(|(i, v)| check(item_schema, v, &format!("{path}[{i}]")))
+                    .find_map(|(i, v)| check(item_schema, v, Path::Index(&path, i)))
             }
             _ => None,
         }
     }
-    check(definitions().get(definition)?, value, "")
+    check(definitions().get(definition)?, value, Path::Root)
 }
 
 /// The paths of fields `value` has that the schema `definition` does not declare, in
@@ -160,7 +179,7 @@ pub fn first_type_error(definition: &str, value: &Value) -> Option<TypeError> {
 pub fn validate_fields(definition: &str, value: &Value) -> Vec<String> {
     let mut unknown = Vec::new();
     if let Some(schema) = definitions().get(definition) {
-        walk(schema, value, "", &mut unknown);
+        walk(schema, value, Path::Root, &mut unknown);
     }
     unknown
 }

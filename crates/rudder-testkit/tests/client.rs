@@ -185,3 +185,65 @@ async fn one_leader_at_a_time_and_handover() {
     b_cancel.cancel();
     c_cancel.cancel();
 }
+
+/// `as=PartialObjectMetadata[List]` (kube's `Api<PartialObjectMeta<K>>`, what the garbage
+/// collector watches with): get, list and watch answer metadata only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_only_get_list_and_watch() {
+    use futures::StreamExt;
+    use kube::core::{PartialObjectMeta, WatchEvent};
+
+    let cluster = TestCluster::start().await;
+    let client = cluster.client();
+    let full: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let mut cm = config_map("meta");
+    cm.metadata.labels = Some([("app".to_owned(), "x".to_owned())].into());
+    cm.data = Some([("big".to_owned(), "v".repeat(4096))].into());
+    let created = full.create(&PostParams::default(), &cm).await.unwrap();
+
+    // Raw bodies: the kind is PartialObjectMetadata and nothing but metadata comes back.
+    let raw = |path: &str, accept: &str| {
+        http::Request::get(path).header("accept", accept).body(Vec::new()).unwrap()
+    };
+    let one: serde_json::Value = client
+        .request(raw(
+            "/api/v1/namespaces/default/configmaps/meta",
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(one["kind"], "PartialObjectMetadata");
+    assert_eq!(one["apiVersion"], "meta.k8s.io/v1");
+    assert_eq!(one["metadata"]["uid"], created.metadata.uid.clone().unwrap().as_str());
+    assert!(one.get("data").is_none(), "{one}");
+    let list: serde_json::Value = client
+        .request(raw(
+            "/api/v1/namespaces/default/configmaps",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(list["kind"], "PartialObjectMetadataList");
+    assert!(list["metadata"]["resourceVersion"].is_string());
+    let item = list["items"].as_array().unwrap().iter().find(|i| i["metadata"]["name"] == "meta");
+    assert!(item.is_some_and(|i| i.get("data").is_none() && i["kind"] == "PartialObjectMetadata"));
+
+    // Through kube's typed metadata API, a watch sees a change with its labels only.
+    let meta: Api<PartialObjectMeta<ConfigMap>> = Api::namespaced(client.clone(), "default");
+    let got = meta.get("meta").await.unwrap();
+    assert_eq!(got.metadata.labels.unwrap()["app"], "x");
+    let rv = created.metadata.resource_version.clone().unwrap();
+    let mut events = meta.watch(&kube::api::WatchParams::default(), &rv).await.unwrap().boxed();
+    let patch = serde_json::json!({"metadata": {"labels": {"app": "y"}}});
+    full.patch("meta", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(DEADLINE, events.next()).await.unwrap().unwrap().unwrap();
+    match event {
+        WatchEvent::Modified(o) => {
+            assert_eq!(o.metadata.labels.unwrap()["app"], "y");
+            assert_eq!(o.types.unwrap().kind, "PartialObjectMetadata");
+        }
+        other => panic!("expected MODIFIED, got {other:?}"),
+    }
+}

@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
@@ -99,7 +101,10 @@ async fn monitor(
     index: u32,
     synced: watch::Sender<bool>,
 ) {
-    let api: Api<MetaObject> = Api::all_with(shared.client.clone(), &served.resource);
+    // Metadata only (`as=PartialObjectMetadata`), as upstream's collector watches: owners,
+    // finalizers and deletion marks are all it reads.
+    let api: Api<PartialObjectMeta<MetaObject>> =
+        Api::all_with(shared.client.clone(), &served.resource);
     let api_version: Arc<str> = served.resource.api_version.as_str().into();
     let kind: Arc<str> = served.resource.kind.as_str().into();
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
@@ -109,7 +114,7 @@ async fn monitor(
         match event {
             Ok(Event::Init) => seen = Some(HashSet::new()),
             Ok(Event::InitApply(obj)) => {
-                if let Some(s) = summarize(&obj, index, &api_version, &kind) {
+                if let Some(s) = summarize(&obj.metadata, index, &api_version, &kind) {
                     if let Some(seen) = seen.as_mut() {
                         seen.insert(s.identity.uid.clone());
                     }
@@ -122,12 +127,12 @@ async fn monitor(
                 synced.send_replace(true);
             }
             Ok(Event::Apply(obj)) => {
-                if let Some(s) = summarize(&obj, index, &api_version, &kind) {
+                if let Some(s) = summarize(&obj.metadata, index, &api_version, &kind) {
                     shared.apply(GraphEvent::Upsert(s));
                 }
             }
             Ok(Event::Delete(obj)) => {
-                if let Some(s) = summarize(&obj, index, &api_version, &kind) {
+                if let Some(s) = summarize(&obj.metadata, index, &api_version, &kind) {
                     shared.apply(GraphEvent::Delete(s));
                 }
             }
@@ -142,12 +147,11 @@ async fn monitor(
 
 /// The graph's view of one object (`None` without a uid).
 pub fn summarize(
-    obj: &MetaObject,
+    meta: &ObjectMeta,
     resource: u32,
     api_version: &Arc<str>,
     kind: &Arc<str>,
 ) -> Option<ObjectSummary> {
-    let meta = &obj.metadata;
     let uid: Uid = meta.uid.as_deref().filter(|u| !u.is_empty())?.into();
     Some(ObjectSummary {
         identity: super::graph::Identity {

@@ -151,10 +151,12 @@ impl Drop for Cleanup {
     }
 }
 
+/// Fields drop in declaration order: the cleanup removes containers and their mounts before
+/// the temp dir goes (the other way round the dir cannot be removed and stays in /tmp).
 pub struct TestRuntime {
+    pub cleanup: Cleanup,
     pub runtime: Arc<NativeRuntime>,
     pub dir: tempfile::TempDir,
-    pub cleanup: Cleanup,
 }
 
 /// A runtime with state under a fresh temp dir and the busybox layer as every image.
