@@ -68,7 +68,11 @@ impl Source {
                     match live.recv().await {
                         Ok(c) if c.revision <= *skip_through => continue,
                         Ok(c) => return Some(Ok(c)),
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::info!(
+                                missed,
+                                "a watcher fell behind the watch cache and is ended"
+                            );
                             return Some(Err(expired(
                                 "the watch fell behind and was ended; watch again",
                             )));
@@ -171,6 +175,11 @@ pub async fn watch(
         None => {
             // Older than the cache's window: the store may still have that history.
             let from = requested.unwrap_or(0) + 1;
+            tracing::info!(
+                resource = info.plural,
+                from,
+                "watch served from the store: older than the watch cache's window"
+            );
             let events = reg.store.watch(&keys.key, from).await.map_err(|e| match e {
                 rudder_store::StoreError::Compacted { .. } => {
                     ApiError::gone(format!("too old resource version: {}", from - 1))
