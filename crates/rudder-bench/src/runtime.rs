@@ -40,15 +40,19 @@ impl Options {
 
 /// A node netns for the benchmark's pods, deleted on drop (with the bridge inside it), and
 /// rudder-net's self bind mount of the namespace run dir undone.
-struct NodeNetns(String, PathBuf);
+/// The node netns and the node's run dirs (`/run/rudder/{ns,rt}-<tag>`, as the agent's).
+struct NodeNetns(String, [PathBuf; 2]);
 
 impl Drop for NodeNetns {
     fn drop(&mut self) {
         let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
-        while rudder_runtime_native::rootfs::is_mount_point(&self.1) {
-            if std::process::Command::new("umount").arg("-l").arg(&self.1).status().is_err() {
-                break;
+        for d in &self.1 {
+            while rudder_runtime_native::rootfs::is_mount_point(d) {
+                if std::process::Command::new("umount").arg("-l").arg(d).status().is_err() {
+                    break;
+                }
             }
+            let _ = std::fs::remove_dir_all(d);
         }
     }
 }
@@ -88,7 +92,9 @@ async fn start_pod(rt: &NativeRuntime, i: usize, image: &str) -> Result<(Duratio
 
 async fn remove_all(rt: &NativeRuntime) {
     for s in rt.list_pod_sandboxes().await.unwrap_or_default() {
-        let _ = rt.remove_pod_sandbox(&s.id).await;
+        if let Err(e) = rt.remove_pod_sandbox(&s.id).await {
+            eprintln!("removing pod sandbox {} failed: {e}", s.id);
+        }
     }
 }
 
@@ -108,13 +114,15 @@ pub async fn run(o: Options) -> Result<()> {
     if !ok.success() {
         bail!("ip netns add {netns_name} failed");
     }
-    let _netns = NodeNetns(netns_name.clone(), dir.path().join("ns"));
+    // Namespace and runtime state on tmpfs under /run, where the agent keeps them.
+    let [ns_dir, rt_dir] = rudder_runtime_native::layout::node_run_dirs(dir.path());
+    let _netns = NodeNetns(netns_name.clone(), [ns_dir.clone(), rt_dir.clone()]);
     let network = rudder_net::Network::new(rudder_net::NetworkConfig {
         bridge: format!("rb{}", &tag[..6]),
         pod_cidr: "10.250.0.0/24".into(),
         node_netns: Some(PathBuf::from(format!("/run/netns/{netns_name}"))),
         state_dir: dir.path().join("ipam"),
-        run_dir: dir.path().join("ns"),
+        run_dir: ns_dir,
         ..Default::default()
     })?;
 
@@ -135,7 +143,7 @@ pub async fn run(o: Options) -> Result<()> {
         .context("no name")?;
 
     let rt = Arc::new(NativeRuntime::new(
-        Layout::new(dir.path().join("root"), dir.path().join("run")),
+        Layout::new(dir.path().join("root"), rt_dir),
         ShimCommand { program: std::env::current_exe()?, prefix_args: vec!["shim".into()] },
         Arc::new(ImageStoreAdapter::new(store.clone())),
         Arc::new(NetworkAdapter::new(network)?),
@@ -162,11 +170,12 @@ pub async fn run(o: Options) -> Result<()> {
         let any = rt.list_containers(None).await?.into_iter().next().context("no container")?;
         let bundle_src = rt.layout().container_dir(&any.id).join("bundle/config.json");
         let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle_src)?)?;
-        let bare_root = dir.path().join("bare-state");
+        // Its bundles and state on the same tmpfs as the runtime's.
+        let bare_root = rt.layout().run.join("bare-state");
         let mut bare_pids = Vec::new();
         for i in 0..o.pods {
             let id = format!("bare{tag}{i}");
-            let b = dir.path().join(&id);
+            let b = rt.layout().run.join(&id);
             std::fs::create_dir_all(&b)?;
             let mut s = spec.clone();
             s["linux"]["cgroupsPath"] = format!("/rudder/{id}").into();

@@ -1,16 +1,24 @@
 //! Where the native runtime keeps its state, and the records in it. Everything the runtime
-//! knows is on disk, so a restarted agent re-discovers every sandbox and container:
+//! knows is in files, so a restarted agent re-discovers every sandbox and container. What
+//! only means something while the machine is up (records, bundles, mount points, sockets)
+//! lives under `<run>`, a tmpfs (`/run/rudder/rt-<tag>`): creating a pod then never waits on
+//! the disk's inode allocator, which on ext4 after heavy file churn (`recently_deleted`
+//! scans) tripled pod start times on the project's VM. Only a container's writable layer,
+//! which may grow large, is on disk under `<root>`.
 //!
 //! ```text
-//! <root>/sandboxes/<id>/sandbox.json      SandboxRecord (config, network)
-//!                       hosts resolv.conf hostname
-//! <root>/containers/<id>/container.json   ContainerRecord (config, image, paths)
-//!                        bundle/config.json  the OCI runtime spec
-//!                        rootfs/ upper/ work/  the overlay mount and its private dirs
-//!                        started.json     written by the shim once the process runs
-//!                        exit.json        written by the shim (or the agent) once it ended
-//!                        shim.log         the shim's own diagnostics
-//! <run>/libcontainer/<id>/                libcontainer's state (tmpfs, gone on reboot)
+//! <run>/sandboxes/<id>/sandbox.json       SandboxRecord (config, network)
+//!                      hosts resolv.conf hostname
+//! <run>/containers/<id>/container.json    ContainerRecord (config, image, paths)
+//!                       bundle/config.json  the OCI runtime spec
+//!                       rootfs/           the overlay mount point
+//!                       started.json      written by the shim once the process runs
+//!                       exit.json         written by the shim (or the agent) once it ended
+//!                       shim.log          the shim's own diagnostics
+//! <run>/libcontainer/<id>/                libcontainer's state
+//! <root>/layers/<id>/upper, work          the overlay's writable layer (disk); one
+//!                                         without a container (after a reboot) is removed
+//!                                         when the runtime starts
 //! ```
 
 use std::fs;
@@ -32,16 +40,24 @@ impl Layout {
         Layout { root: root.into(), run: run.into() }
     }
     pub fn sandboxes(&self) -> PathBuf {
-        self.root.join("sandboxes")
+        self.run.join("sandboxes")
     }
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.sandboxes().join(id)
     }
     pub fn containers(&self) -> PathBuf {
-        self.root.join("containers")
+        self.run.join("containers")
     }
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.containers().join(id)
+    }
+    /// Every container's writable layer.
+    pub fn layers(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+    /// A container's writable layer: the overlay's upper and work directories.
+    pub fn layer_dir(&self, id: &str) -> PathBuf {
+        self.layers().join(id)
     }
     /// libcontainer's state root.
     pub fn libcontainer_root(&self) -> PathBuf {

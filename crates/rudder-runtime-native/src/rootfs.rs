@@ -24,15 +24,19 @@ pub enum RootfsError {
     },
 }
 
-/// Mounts `<dir>/rootfs` as overlay of `layers` (bottom layer first) with `<dir>/upper` and
-/// `<dir>/work`. Returns the rootfs path.
-pub fn mount_overlay(dir: &Path, layers: &[PathBuf]) -> Result<PathBuf, RootfsError> {
+/// Mounts `<dir>/rootfs` as overlay of `layers` (bottom layer first) with `<writable>/upper`
+/// and `<writable>/work`. Returns the rootfs path.
+pub fn mount_overlay(
+    dir: &Path,
+    writable: &Path,
+    layers: &[PathBuf],
+) -> Result<PathBuf, RootfsError> {
     if layers.is_empty() {
         return Err(RootfsError::NoLayers);
     }
     let rootfs = dir.join("rootfs");
-    let upper = dir.join("upper");
-    let work = dir.join("work");
+    let upper = writable.join("upper");
+    let work = writable.join("work");
     for d in [&rootfs, &upper, &work] {
         fs::create_dir_all(d).map_err(|source| RootfsError::Io {
             what: format!("creating {}", d.display()),

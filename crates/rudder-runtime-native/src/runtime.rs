@@ -93,8 +93,20 @@ impl NativeRuntime {
         images: Arc<dyn ImageProvider>,
         network: Arc<dyn NetworkProvider>,
     ) -> Result<Self> {
-        for d in [layout.sandboxes(), layout.containers(), layout.libcontainer_root()] {
+        for d in
+            [layout.sandboxes(), layout.containers(), layout.libcontainer_root(), layout.layers()]
+        {
             fs::create_dir_all(&d).map_err(io_ctx(format!("creating {}", d.display())))?;
+        }
+        // Writable layers of containers the run dir no longer knows (it is a tmpfs: after a
+        // reboot) are nobody's.
+        for id in Self::ids_in(&layout.layers()) {
+            if !layout.container_dir(&id).exists() {
+                let orphan = layout.layer_dir(&id);
+                if let Err(e) = fs::remove_dir_all(&orphan) {
+                    tracing::warn!(error = %e, dir = %orphan.display(), "removing an orphaned writable layer failed");
+                }
+            }
         }
         Ok(NativeRuntime { layout, shim, images, network })
     }
@@ -255,8 +267,10 @@ impl NativeRuntime {
         // The layers stay while the container exists, even if the image goes meanwhile.
         self.images.pin(id, &image).await?;
         let layers = image.layers.clone();
-        let d = dir.to_owned();
-        let rootfs = blocking(move || rootfs::mount_overlay(&d, &layers).map_err(internal)).await?;
+        let (d, writable) = (dir.to_owned(), self.layout.layer_dir(id));
+        let rootfs =
+            blocking(move || rootfs::mount_overlay(&d, &writable, &layers).map_err(internal))
+                .await?;
 
         let sec = &config.security;
         let (mut uid, mut gid, mut extra) = match sec.run_as_user {
@@ -314,16 +328,20 @@ impl NativeRuntime {
 
     async fn remove_container_dir(&self, id: &str) -> Result<()> {
         let dir = self.layout.container_dir(id);
+        let writable = self.layout.layer_dir(id);
         let root = self.layout.libcontainer_root();
         let owner = id.to_owned();
         blocking(move || {
             cleanup_libcontainer(&root, &owner);
             rootfs::unmount(&dir).map_err(internal)?;
-            match fs::remove_dir_all(&dir) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(internal(format!("removing {}: {e}", dir.display()))),
+            for d in [&dir, &writable] {
+                match fs::remove_dir_all(d) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(internal(format!("removing {}: {e}", d.display()))),
+                }
             }
+            Ok(())
         })
         .await?;
         // Only once nothing is mounted over the layers may gc take them.

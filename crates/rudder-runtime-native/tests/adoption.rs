@@ -117,3 +117,30 @@ async fn create_remove_cycles_leave_nothing_behind() {
         }
     }
 }
+
+/// After a reboot the run dir (a tmpfs) is empty but the writable layers on disk remain: a
+/// runtime starting over them removes those no container owns, and keeps the others.
+#[tokio::test]
+async fn writable_layers_without_a_container_are_removed_at_start() {
+    let t = runtime_with(Arc::new(HostNetworkOnly));
+    let sb = t.runtime.run_pod_sandbox(&pod("layers", true)).await.unwrap();
+    let c = ContainerConfig {
+        metadata: ContainerMetadata { name: "c".into(), attempt: 0 },
+        image: "busybox".into(),
+        command: sh("echo hi > /written; sleep 60"),
+        ..Default::default()
+    };
+    let live = t.runtime.create_container(&sb, &c, &pod("layers", true)).await.unwrap();
+    let layout = t.runtime.layout().clone();
+    assert!(layout.layer_dir(&live).join("upper").is_dir(), "the writable layer is under root");
+    assert!(layout.container_dir(&live).starts_with(&layout.run), "records are under run");
+    let orphan = "0123456789abcdef0123456789abcdef";
+    std::fs::create_dir_all(layout.layer_dir(orphan).join("upper")).unwrap();
+
+    let _again = reopen(t.dir.path(), Arc::new(HostNetworkOnly));
+    assert!(!layout.layer_dir(orphan).exists(), "an orphaned layer stays");
+    assert!(layout.layer_dir(&live).join("upper").is_dir(), "a live container's layer went");
+
+    t.runtime.remove_container(&live).await.unwrap();
+    assert!(!layout.layer_dir(&live).exists(), "removing the container keeps its layer");
+}
