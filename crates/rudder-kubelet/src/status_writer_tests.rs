@@ -12,15 +12,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 
+/// (pod, phase) of one patch.
+type Sent = (String, String);
+
 #[derive(Default)]
 struct Seen {
     in_flight: HashMap<String, usize>,
     max_per_pod: usize,
-    /// (pod, phase) in the order the patches arrived.
-    patches: Vec<(String, String)>,
+    /// In the order the patches arrived.
+    patches: Vec<Sent>,
     /// Per patch, the patches already on their way when it arrived.
-    alongside: Vec<((String, String), Vec<(String, String)>)>,
-    current: Vec<(String, String)>,
+    alongside: Vec<(Sent, Vec<Sent>)>,
+    current: Vec<Sent>,
 }
 
 fn fake_api(seen: Arc<Mutex<Seen>>, delay: Duration) -> Client {
