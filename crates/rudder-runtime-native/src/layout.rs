@@ -65,6 +65,15 @@ impl Layout {
     }
 }
 
+/// Removes a run dir that holds no sandbox and no container any more (its empty
+/// subdirectories, then itself); anything still in it keeps it. For a node shutting down.
+pub fn remove_run_dir_if_empty(run: &Path) {
+    for sub in ["sandboxes", "containers", "libcontainer"] {
+        let _ = fs::remove_dir(run.join(sub));
+    }
+    let _ = fs::remove_dir(run);
+}
+
 /// A sandbox as the runtime remembers it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SandboxRecord {

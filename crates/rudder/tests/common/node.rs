@@ -219,7 +219,7 @@ impl Drop for NodeServer {
         if let Some(dir) = &self.dir {
             // The agent's directories under /run (named after its data dir).
             for d in rudder_runtime_native::layout::node_run_dirs(dir.path()) {
-                let _ = std::fs::remove_dir(d.join("libcontainer"));
+                rudder_runtime_native::layout::remove_run_dir_if_empty(&d);
                 let _ = Command::new("umount").arg("-l").arg(&d).status();
                 let _ = std::fs::remove_dir(&d);
             }
