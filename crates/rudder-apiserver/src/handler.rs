@@ -442,7 +442,7 @@ async fn component_statuses(
         }
         _ => return Err(ApiError::method_not_allowed(verb, t.info)),
     };
-    let body = if table::wants_table(accept) {
+    let body = if Form::from_accept(accept) == Form::Table {
         table::table(t.info, &items, json!({}), reg.clock.now(), q.include_object.as_deref(), true)
     } else if verb == "get" {
         items.into_iter().next().expect("one item")

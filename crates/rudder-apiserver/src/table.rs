@@ -9,13 +9,6 @@ use serde_json::{Value, json};
 use crate::clock::{human_duration, parse_rfc3339};
 use crate::object::{self, path};
 
-pub fn wants_table(accept: &str) -> bool {
-    accept.split(',').any(|part| {
-        let p: String = part.chars().filter(|c| !c.is_whitespace()).collect();
-        p.contains("as=Table") && p.contains("g=meta.k8s.io")
-    })
-}
-
 struct Column {
     name: &'static str,
     kind: &'static str,

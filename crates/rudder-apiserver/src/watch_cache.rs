@@ -105,16 +105,21 @@ impl WatchCache {
         }
     }
 
+    /// The cache under `prefix`, if it is running (started and its feed not failed).
+    fn running(&self, prefix: &str) -> Option<Arc<ResourceCache>> {
+        let caches = self.caches.lock().expect("caches lock");
+        let c = caches.get(prefix)?;
+        (!c.failed.load(std::sync::atomic::Ordering::Acquire)).then(|| c.clone())
+    }
+
     /// The cache of `info` (all namespaces), started if needed.
     async fn cache(
         &self,
         info: &ResourceInfo,
     ) -> Result<Arc<ResourceCache>, rudder_store::StoreError> {
         let prefix = object::prefix(info, None);
-        if let Some(c) = self.caches.lock().expect("caches lock").get(&prefix)
-            && !c.failed.load(std::sync::atomic::Ordering::Acquire)
-        {
-            return Ok(c.clone());
+        if let Some(c) = self.running(&prefix) {
+            return Ok(c);
         }
         // List one consistent snapshot, page by page.
         let mut objects = BTreeMap::new();
@@ -226,11 +231,7 @@ impl WatchCache {
     /// The cached object at `key` and its mod revision, when `info`'s cache is running (it
     /// is not started for this). May lag the store: a hint for a compare-and-swap.
     pub fn cached(&self, info: &ResourceInfo, key: &str) -> Option<(Arc<Value>, i64)> {
-        let cache =
-            self.caches.lock().expect("caches lock").get(&object::prefix(info, None))?.clone();
-        if cache.failed.load(std::sync::atomic::Ordering::Acquire) {
-            return None;
-        }
+        let cache = self.running(&object::prefix(info, None))?;
         let object = cache.state.read().expect("cache lock").objects.get(key)?.clone();
         let revision = object::meta_str(&object, "resourceVersion")?.parse().ok()?;
         Some((object, revision))

@@ -202,27 +202,18 @@ async fn metadata_only_get_list_and_watch() {
     let created = full.create(&PostParams::default(), &cm).await.unwrap();
 
     // Raw bodies: the kind is PartialObjectMetadata and nothing but metadata comes back.
-    let raw = |path: &str, accept: &str| {
-        http::Request::get(path).header("accept", accept).body(Vec::new()).unwrap()
+    let get_as = |path: &str, form: &str| {
+        let accept = format!("application/json;as={form};g=meta.k8s.io;v=v1");
+        let request = http::Request::get(path).header("accept", accept).body(Vec::new()).unwrap();
+        let client = client.clone();
+        async move { client.request::<serde_json::Value>(request).await.unwrap() }
     };
-    let one: serde_json::Value = client
-        .request(raw(
-            "/api/v1/namespaces/default/configmaps/meta",
-            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
-        ))
-        .await
-        .unwrap();
+    let one = get_as("/api/v1/namespaces/default/configmaps/meta", "PartialObjectMetadata").await;
     assert_eq!(one["kind"], "PartialObjectMetadata");
     assert_eq!(one["apiVersion"], "meta.k8s.io/v1");
     assert_eq!(one["metadata"]["uid"], created.metadata.uid.clone().unwrap().as_str());
     assert!(one.get("data").is_none(), "{one}");
-    let list: serde_json::Value = client
-        .request(raw(
-            "/api/v1/namespaces/default/configmaps",
-            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
-        ))
-        .await
-        .unwrap();
+    let list = get_as("/api/v1/namespaces/default/configmaps", "PartialObjectMetadataList").await;
     assert_eq!(list["kind"], "PartialObjectMetadataList");
     assert!(list["metadata"]["resourceVersion"].is_string());
     let item = list["items"].as_array().unwrap().iter().find(|i| i["metadata"]["name"] == "meta");
