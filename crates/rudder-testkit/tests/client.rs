@@ -54,6 +54,8 @@ async fn informer_follows_the_api() {
     eventually("the new object", || informer.get("default", "after").is_some()).await;
     api.delete("before", &DeleteParams::default()).await.unwrap();
     eventually("the delete", || informer.get("default", "before").is_none()).await;
+    // The cache drops the object before its handlers hear of it: wait for them too.
+    eventually("the delete handler", || deletes.load(Ordering::SeqCst) > 0).await;
     assert_eq!(deletes.load(Ordering::SeqCst), 1);
     let names: Vec<String> =
         informer.list_namespace("default").iter().map(|c| c.name_any()).collect();
