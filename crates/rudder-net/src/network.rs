@@ -347,12 +347,12 @@ impl Network {
         Ok(Some(self.pod_network_from(&paths, ip, host_veth)))
     }
 
-    /// Makes `/run/netns` and `run_dir` shared mount points (once per instance).
+    /// Makes `/run/netns` and `run_dir` (a tmpfs) shared mount points (once per instance).
     fn ensure_mounts(&self) -> Result<(), NetworkError> {
         let mut ready = self.mounts_ready.lock().unwrap_or_else(|e| e.into_inner());
         if !*ready {
             ns::ensure_shared_mountpoint(Path::new(names::NETNS_DIR))?;
-            ns::ensure_shared_mountpoint(&self.cfg.run_dir)?;
+            ns::ensure_shared_tmpfs(&self.cfg.run_dir)?;
             *ready = true;
         }
         Ok(())

@@ -19,10 +19,11 @@
 //! # Mount propagation
 //!
 //! Like `ip netns add`, the directory holding the namespace files is made a mount point of
-//! its own (a recursive bind mount onto itself when it is not one yet) with *shared*
-//! propagation. Then a mount namespace later cloned from ours (a container being set up, `ip
-//! netns exec`) receives our later unmounts as well, instead of keeping a private copy of
-//! the namespace mount that would pin the namespace after teardown. `ip netns` uses the
+//! its own (for `/run/netns` a recursive bind mount onto itself when it is not one yet, for
+//! rudder's own directory a small tmpfs) with *shared* propagation. Then a mount namespace
+//! later cloned from ours (a container being set up, `ip netns exec`) receives our later
+//! unmounts as well, instead of keeping a private copy of the namespace mount that would
+//! pin the namespace after teardown. `ip netns` uses the
 //! same shared `/run/netns`, so both tools cooperate. Removal unmounts with `MNT_DETACH`
 //! (an open file on the namespace does not block it) and then unlinks the file (which also
 //! detaches copies of that mount in other mount namespaces).
@@ -178,6 +179,38 @@ pub fn is_namespace_mounted(file: &Path) -> bool {
 /// directory serialises this between threads and processes, so two callers never stack
 /// two bind mounts.
 pub fn ensure_shared_mountpoint(dir: &Path) -> Result<(), NamespaceError> {
+    ensure_shared(dir, || {
+        mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(sys_err("bind-mounting onto itself", dir))
+    })
+}
+
+/// Like [`ensure_shared_mountpoint`], but a directory that is not a mount point yet gets a
+/// small tmpfs of its own rather than a bind mount onto itself. For the sandboxes'
+/// namespace files: they only mean something while the machine is up, and where the
+/// host's `/run` is not a tmpfs (some VMs and containers) a disk would otherwise allocate
+/// and free inodes for every pod.
+pub fn ensure_shared_tmpfs(dir: &Path) -> Result<(), NamespaceError> {
+    ensure_shared(dir, || {
+        mount(
+            Some("rudder-ns"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(NS_TMPFS_OPTIONS),
+        )
+        .map_err(sys_err("mounting a tmpfs on", dir))
+    })
+}
+
+/// The namespace files' tmpfs: empty files only, so little space; one directory and two
+/// files per sandbox.
+const NS_TMPFS_OPTIONS: &str = "mode=0700,size=1m,nr_inodes=65536";
+
+fn ensure_shared(
+    dir: &Path,
+    make_mount_point: impl FnOnce() -> Result<(), NamespaceError>,
+) -> Result<(), NamespaceError> {
     fs::create_dir_all(dir).map_err(io_err("creating directory", dir))?;
     let handle = File::open(dir).map_err(io_err("opening directory", dir))?;
     let _lock = Flock::lock(handle, FlockArg::LockExclusive)
@@ -188,8 +221,7 @@ pub fn ensure_shared_mountpoint(dir: &Path) -> Result<(), NamespaceError> {
     match make_shared() {
         Ok(()) => Ok(()),
         Err(Errno::EINVAL) => {
-            mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                .map_err(sys_err("bind-mounting onto itself", dir))?;
+            make_mount_point()?;
             make_shared().map_err(sys_err("making shared", dir))
         }
         Err(errno) => Err(sys_err("making shared", dir)(errno)),

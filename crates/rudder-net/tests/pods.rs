@@ -34,6 +34,28 @@ fn two_pods_get_distinct_ips_and_reach_each_other() {
     assert_eq!(tcp_exchange(&a.netns, a.ip, &b.netns).ip(), b.ip);
 }
 
+/// The namespace files live on a tmpfs of their own, whatever the host's /run is: a fresh
+/// mount (mountinfo root `/`), not a bind mount of a directory of the disk underneath.
+#[test]
+fn namespace_files_are_on_a_tmpfs_of_their_own() {
+    let node = TestNode::new();
+    let pod = node.net.setup_pod(&node.sandbox_id("t"), "pod-t").unwrap();
+    let dir = node.cfg.run_dir.to_string_lossy().into_owned();
+    let own: Vec<(String, String)> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(dir.as_str()))
+        .map(|l| {
+            let root = l.split(' ').nth(3).unwrap_or_default().to_owned();
+            let fs_type = l.split(" - ").nth(1).and_then(|t| t.split(' ').next());
+            (root, fs_type.unwrap_or_default().to_owned())
+        })
+        .collect();
+    assert_eq!(own, vec![("/".to_owned(), "tmpfs".to_owned())], "mounts on {dir}");
+    assert!(ns::is_namespace_mounted(&pod.ipc_ns));
+    node.net.teardown_pod(&node.sandbox_id("t")).unwrap();
+}
+
 #[test]
 fn node_reaches_pod_and_pod_reaches_gateway() {
     let node = TestNode::new();
@@ -294,9 +316,9 @@ fn half_created_sandbox_is_cleaned_by_teardown() {
     // address and the namespace mounts exist, no veth.
     let id = node.sandbox_id("half");
     let paths = node.net.sandbox_namespaces(&id).unwrap();
+    ns::ensure_shared_tmpfs(&node.cfg.run_dir).unwrap();
     std::fs::create_dir_all(node.cfg.run_dir.join(&id)).unwrap();
     node.net.ipam().allocate(&id).unwrap();
-    ns::ensure_shared_mountpoint(&node.cfg.run_dir).unwrap();
     ns::create(&paths, "half").unwrap();
     for path in [&paths.net, &paths.ipc, &paths.uts] {
         assert!(ns::is_namespace_mounted(path), "{path:?}");

@@ -1,8 +1,9 @@
 //! Where the native runtime keeps its state, and the records in it. Everything the runtime
 //! knows is in files, so a restarted agent re-discovers every sandbox and container. What
 //! only means something while the machine is up (records, bundles, mount points, sockets)
-//! lives under `<run>`, a tmpfs (`/run/rudder/rt-<tag>`): creating a pod then never waits on
-//! the disk's inode allocator, which on ext4 after heavy file churn (`recently_deleted`
+//! lives under `<run>` (`/run/rudder/rt-<tag>`), a tmpfs the runtime mounts there itself
+//! (the host's `/run` is not always one): creating a pod then never waits on the disk's
+//! inode allocator, which on ext4 after heavy file churn (`recently_deleted`
 //! scans) tripled pod start times on the project's VM. Only a container's writable layer,
 //! which may grow large, is on disk under `<root>`.
 //!
@@ -25,6 +26,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use nix::mount::{MntFlags, MsFlags};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use rudder_runtime::{ContainerConfig, PodSandboxConfig};
@@ -65,11 +67,43 @@ impl Layout {
     }
 }
 
+/// Makes `run` (created if missing) a tmpfs of its own unless it is a mount point already
+/// (a previous agent's, whose records it holds). Where the host's `/run` is a tmpfs this
+/// only isolates the runtime's state; where it is not (some VMs and containers put `/run`
+/// on the root disk) it keeps the per-container files off the disk.
+pub fn mount_run_dir(run: &Path) -> io::Result<()> {
+    fs::create_dir_all(run)?;
+    if crate::rootfs::is_mount_point(run) {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("rudder-run"),
+        run,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(RUN_TMPFS_OPTIONS),
+    )
+    .map_err(io::Error::from)
+}
+
+/// Records, bundles and libcontainer state are a few KiB per container; the limit keeps a
+/// runaway writer from eating the machine's memory.
+const RUN_TMPFS_OPTIONS: &str = "mode=0700,size=256m";
+
 /// Removes a run dir that holds no sandbox and no container any more (its empty
-/// subdirectories, then itself); anything still in it keeps it. For a node shutting down.
+/// subdirectories, then the tmpfs or bind mount on it, then itself); anything still in it
+/// keeps it. For a node shutting down or being purged; also for the namespace run dir.
 pub fn remove_run_dir_if_empty(run: &Path) {
     for sub in ["sandboxes", "containers", "libcontainer"] {
         let _ = fs::remove_dir(run.join(sub));
+    }
+    if !fs::read_dir(run).is_ok_and(|mut d| d.next().is_none()) {
+        return;
+    }
+    while crate::rootfs::is_mount_point(run) {
+        if nix::mount::umount2(run, MntFlags::MNT_DETACH).is_err() {
+            break;
+        }
     }
     let _ = fs::remove_dir(run);
 }

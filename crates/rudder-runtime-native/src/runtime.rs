@@ -93,6 +93,8 @@ impl NativeRuntime {
         images: Arc<dyn ImageProvider>,
         network: Arc<dyn NetworkProvider>,
     ) -> Result<Self> {
+        crate::layout::mount_run_dir(&layout.run)
+            .map_err(io_ctx(format!("mounting a tmpfs on {}", layout.run.display())))?;
         for d in
             [layout.sandboxes(), layout.containers(), layout.libcontainer_root(), layout.layers()]
         {

@@ -99,7 +99,12 @@ async fn create_remove_cycles_leave_nothing_behind() {
     assert!(rt.list_containers(None).await.unwrap().is_empty());
     assert!(rt.list_pod_sandboxes().await.unwrap().is_empty());
     assert_eq!(std::fs::read_dir(root.join("run/libcontainer")).unwrap().count(), 0);
+    // Only the run dir's own tmpfs is left mounted, and it goes once the run dir is empty.
+    let run = rt.layout().run.clone();
+    assert_eq!(rudder_runtime_native::rootfs::mounts_under(root), vec![run.display().to_string()]);
+    rudder_runtime_native::layout::remove_run_dir_if_empty(&run);
     assert!(rudder_runtime_native::rootfs::mounts_under(root).is_empty());
+    assert!(!run.exists());
     for id in &ids {
         for ctrl in ["memory", "pids", "cpu", "cpuacct", "devices", "freezer"] {
             let p = format!("/sys/fs/cgroup/{ctrl}/rudder/{id}");
@@ -143,4 +148,28 @@ async fn writable_layers_without_a_container_are_removed_at_start() {
 
     t.runtime.remove_container(&live).await.unwrap();
     assert!(!layout.layer_dir(&live).exists(), "removing the container keeps its layer");
+}
+
+/// The run dir is a tmpfs of the runtime's own even where the directory above it is on a
+/// disk; a runtime reopened over it (an agent restart) keeps that mount and its records,
+/// and removing the run dir leaves it alone while a sandbox is recorded in it.
+#[tokio::test]
+async fn the_run_dir_is_a_tmpfs_that_outlives_the_agent() {
+    let t = runtime_with(Arc::new(HostNetworkOnly));
+    let run = t.runtime.layout().run.clone();
+    let tmpfs = |p: &Path| {
+        nix::sys::statfs::statfs(p).unwrap().filesystem_type() == nix::sys::statfs::TMPFS_MAGIC
+    };
+    assert!(tmpfs(&run), "{run:?} is not on a tmpfs");
+    let sb = t.runtime.run_pod_sandbox(&pod("tmpfs", true)).await.unwrap();
+
+    let again = reopen(t.dir.path(), Arc::new(HostNetworkOnly));
+    assert_eq!(rudder_runtime_native::rootfs::mounts_under(&run), vec![run.display().to_string()]);
+    assert_eq!(again.pod_sandbox_status(&sb).await.unwrap().id, sb);
+
+    rudder_runtime_native::layout::remove_run_dir_if_empty(&run);
+    assert!(tmpfs(&run), "the run dir went with a sandbox in it");
+    again.remove_pod_sandbox(&sb).await.unwrap();
+    rudder_runtime_native::layout::remove_run_dir_if_empty(&run);
+    assert!(!run.exists(), "an empty run dir stays");
 }

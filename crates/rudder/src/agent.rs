@@ -108,7 +108,7 @@ pub async fn run(
     // The node network, once known, so that a node shutdown can remove it (bridge, nft).
     let node_network: Arc<std::sync::Mutex<Option<rudder_net::NetworkConfig>>> = Arc::default();
     let network_slot = node_network.clone();
-    let runtime_run_dir = run_dirs(&options.data_dir)[1].clone();
+    let node_run_dirs = run_dirs(&options.data_dir);
     let make_runtime = move |cidr: String| -> RuntimeFuture {
         *network_slot.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(network_config(&data_dir, &bridge, &cidr));
@@ -140,8 +140,11 @@ pub async fn run(
                     tracing::warn!(error = %e, "removing the node network failed");
                 }
             }
-            // Every sandbox is gone by now: the runtime's run dir goes too.
-            rudder_runtime_native::layout::remove_run_dir_if_empty(&runtime_run_dir);
+            // Every sandbox is gone by now: the runtime's and the namespaces' run dirs
+            // (tmpfs mounts) go too.
+            for dir in &node_run_dirs {
+                rudder_runtime_native::layout::remove_run_dir_if_empty(dir);
+            }
         })),
     };
     rudder_kubelet::run(cfg, deps, state, shutdown, cancel).await.context("kubelet")

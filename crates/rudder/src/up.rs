@@ -196,7 +196,8 @@ pub async fn down(data_dir: &Path, purge: bool, timeout: Duration) -> anyhow::Re
     if purge {
         remove_context(&user_kubeconfig_path(), "rudder")?;
         for dir in crate::agent::run_dirs(data_dir) {
-            remove_run_dir(&dir);
+            // Only when nothing is left inside, which would belong to a running container.
+            rudder_runtime_native::layout::remove_run_dir_if_empty(&dir);
         }
         if data_dir.exists() {
             std::fs::remove_dir_all(data_dir)
@@ -205,18 +206,6 @@ pub async fn down(data_dir: &Path, purge: bool, timeout: Duration) -> anyhow::Re
         println!("✓ state removed ({})", data_dir.display());
     }
     Ok(())
-}
-
-/// Removes one of the node's directories under /run (the namespace one is a mount point,
-/// as `/run/netns` is): only when nothing is left inside, which would belong to a running
-/// container.
-pub fn remove_run_dir(dir: &Path) {
-    let _ = std::fs::remove_dir(dir.join("libcontainer"));
-    let empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
-    if empty {
-        let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir(dir);
-    }
 }
 
 /// Prints whether the server runs, and its nodes.

@@ -148,6 +148,15 @@ impl Drop for Cleanup {
         })
         .join()
         .ok();
+        // The runtime's run dir is a tmpfs it mounted: gone with the last record, or
+        // unmounted anyway so the temp dir can go.
+        let run = self.runtime.layout().run.clone();
+        rudder_runtime_native::layout::remove_run_dir_if_empty(&run);
+        while rudder_runtime_native::rootfs::is_mount_point(&run) {
+            if nix::mount::umount2(&run, nix::mount::MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
+        }
     }
 }
 
