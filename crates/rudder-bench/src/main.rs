@@ -38,7 +38,7 @@ suites:
   api [--backends sqlite,etcd] [--qps 500] [--seconds 10]
       the HTTP API through the kube client: p50/p99 per verb at a fixed mixed rate, watch
       delivery, and closed-loop requests/s, per datastore
-  runtime [--pods 30] [--only sequential|concurrent|unpack]  (root)
+  runtime [--pods 30] [--only sequential,concurrent,unpack]  (root)
       real containers: pod and container create-to-running p50/p99, 30 sequential and 30
       concurrent, against a bare libcontainer create+start of the same bundle; layer unpack
       MB/s against GNU tar

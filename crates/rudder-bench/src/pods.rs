@@ -138,7 +138,15 @@ pub async fn run(o: Options) -> Result<()> {
 
     // Comparison: the bare runtime starting the same pods (no API server, no kubelet).
     let mut runtime_cmd = tokio::process::Command::new(std::env::current_exe()?);
-    runtime_cmd.args(["runtime", "--pods", &o.batch.to_string()]);
+    // Without its layer unpack part: that writes and deletes thousands of files, which
+    // slows the next run's inode allocations on ext4 (see BENCHMARKS.md).
+    runtime_cmd.args([
+        "runtime",
+        "--pods",
+        &o.batch.to_string(),
+        "--only",
+        "sequential,concurrent",
+    ]);
     if !forward(runtime_cmd, &mut figures).await? {
         bail!("the runtime suite failed");
     }

@@ -22,35 +22,37 @@ use crate::report::{Latencies, bench, note};
 
 pub struct Options {
     pods: usize,
-    /// One part of the suite: `sequential` (with the bare libcontainer baseline),
-    /// `concurrent` or `unpack`; all of them when unset.
-    only: Option<String>,
+    /// Parts of the suite to run: `sequential` (with the bare libcontainer baseline),
+    /// `concurrent`, `unpack`; all of them when empty.
+    only: Vec<String>,
 }
 
-impl Options {
-    fn runs(&self, part: &str) -> bool {
-        self.only.as_deref().is_none_or(|o| o == part)
-    }
-}
+const PARTS: [&str; 3] = ["sequential", "concurrent", "unpack"];
 
 impl Options {
     pub fn parse(args: &[String]) -> Result<Self> {
-        let mut o = Options { pods: 30, only: None };
+        let mut o = Options { pods: 30, only: Vec::new() };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--pods" => o.pods = it.next().context("--pods N")?.parse()?,
                 "--only" => {
-                    let part = it.next().context("--only sequential|concurrent|unpack")?;
-                    if !["sequential", "concurrent", "unpack"].contains(&part.as_str()) {
-                        bail!("--only {part}: expected sequential, concurrent or unpack");
+                    let parts = it.next().context("--only sequential,concurrent,unpack")?;
+                    for part in parts.split(',') {
+                        if !PARTS.contains(&part) {
+                            bail!("--only {part}: expected some of {}", PARTS.join(","));
+                        }
+                        o.only.push(part.to_owned());
                     }
-                    o.only = Some(part.clone());
                 }
                 other => bail!("unknown option {other}"),
             }
         }
         Ok(o)
+    }
+
+    fn runs(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
     }
 }
 
@@ -143,7 +145,12 @@ pub async fn run(o: Options) -> Result<()> {
     })?;
 
     // The busybox test image, imported from an OCI layout tarball: "image present".
-    let store = Arc::new(ImageStore::open(dir.path().join("images"), StoreOptions::default())?);
+    // Pins next to the runtime's records, as the agent keeps them.
+    let options = StoreOptions {
+        pins_dir: Some(rudder_runtime_native::layout::pins_dir(&rt_dir)),
+        ..Default::default()
+    };
+    let store = Arc::new(ImageStore::open(dir.path().join("images"), options)?);
     let tarball = dir.path().join("busybox.tar");
     std::fs::write(
         &tarball,

@@ -17,6 +17,8 @@
 //!                       exit.json         written by the shim (or the agent) once it ended
 //!                       shim.log          the shim's own diagnostics
 //! <run>/libcontainer/<id>/                libcontainer's state
+//! <run>/pins/<id>.json                    the image store's pin of the container's layers
+//!                                         (`pins_dir`, set by the agent)
 //! <root>/layers/<id>/upper, work          the overlay's writable layer (disk); one
 //!                                         without a container (after a reboot) is removed
 //!                                         when the runtime starts
@@ -90,6 +92,12 @@ pub fn mount_run_dir(run: &Path) -> io::Result<()> {
 /// runaway writer from eating the machine's memory.
 const RUN_TMPFS_OPTIONS: &str = "mode=0700,size=256m";
 
+/// Where the image store keeps the pins of the containers of the runtime with this run dir
+/// (`rudder_images::StoreOptions::pins_dir`): with the records they belong with.
+pub fn pins_dir(run: &Path) -> PathBuf {
+    run.join("pins")
+}
+
 /// Removes a run dir that holds no sandbox and no container any more (its empty
 /// subdirectories, then the tmpfs or bind mount on it, then itself); anything still in it
 /// keeps it. For a node shutting down or being purged; also for the namespace run dir.
@@ -97,6 +105,7 @@ pub fn remove_run_dir_if_empty(run: &Path) {
     for sub in ["sandboxes", "containers", "libcontainer"] {
         let _ = fs::remove_dir(run.join(sub));
     }
+    let _ = fs::remove_dir(pins_dir(run));
     if !fs::read_dir(run).is_ok_and(|mut d| d.next().is_none()) {
         return;
     }

@@ -10,6 +10,7 @@ pub mod image_adapter;
 pub mod layout;
 pub mod net_adapter;
 pub mod providers;
+mod record_cache;
 pub mod rootfs;
 pub mod runtime;
 pub mod shim;

@@ -26,6 +26,7 @@ use crate::layout::{
     write_json,
 };
 use crate::providers::{ImageProvider, NetworkProvider};
+use crate::record_cache::RecordCache;
 use crate::shim::{ShimArgs, cleanup_libcontainer};
 use crate::spec::{self, SandboxPaths};
 use crate::streaming;
@@ -51,6 +52,9 @@ pub struct NativeRuntime {
     shim: ShimCommand,
     images: Arc<dyn ImageProvider>,
     network: Arc<dyn NetworkProvider>,
+    sandboxes: RecordCache<SandboxRecord>,
+    containers: RecordCache<ContainerRecord>,
+    started: RecordCache<StartedRecord>,
 }
 
 impl std::fmt::Debug for NativeRuntime {
@@ -110,23 +114,37 @@ impl NativeRuntime {
                 }
             }
         }
-        Ok(NativeRuntime { layout, shim, images, network })
+        Ok(NativeRuntime {
+            layout,
+            shim,
+            images,
+            network,
+            sandboxes: RecordCache::default(),
+            containers: RecordCache::default(),
+            started: RecordCache::default(),
+        })
     }
 
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
 
-    fn sandbox_record(&self, id: &str) -> Result<SandboxRecord> {
-        read_json(&self.layout.sandbox_dir(id).join("sandbox.json"))
+    fn sandbox_record(&self, id: &str) -> Result<Arc<SandboxRecord>> {
+        self.sandboxes
+            .read(&self.layout.sandbox_dir(id).join("sandbox.json"))
             .map_err(internal)?
             .ok_or_else(|| RuntimeError::SandboxNotFound(id.to_owned()))
     }
 
-    fn container_record(&self, id: &str) -> Result<ContainerRecord> {
-        read_json(&self.layout.container_dir(id).join("container.json"))
+    fn container_record(&self, id: &str) -> Result<Arc<ContainerRecord>> {
+        self.containers
+            .read(&self.layout.container_dir(id).join("container.json"))
             .map_err(internal)?
             .ok_or_else(|| RuntimeError::ContainerNotFound(id.to_owned()))
+    }
+
+    fn started_record(&self, id: &str) -> Result<Option<Arc<StartedRecord>>> {
+        self.started.read(&self.layout.container_dir(id).join("started.json")).map_err(internal)
     }
 
     fn ids_in(dir: &Path) -> Vec<String> {
@@ -144,8 +162,7 @@ impl NativeRuntime {
 
     fn status_of(&self, rec: &ContainerRecord) -> Result<ContainerStatus> {
         let dir = self.layout.container_dir(&rec.id);
-        let started: Option<StartedRecord> =
-            read_json(&dir.join("started.json")).map_err(internal)?;
+        let started = self.started_record(&rec.id)?;
         let exit: Option<ExitRecord> = read_json(&dir.join("exit.json")).map_err(internal)?;
         let mut st = ContainerStatus {
             id: rec.id.clone(),
@@ -333,6 +350,8 @@ impl NativeRuntime {
         let writable = self.layout.layer_dir(id);
         let root = self.layout.libcontainer_root();
         let owner = id.to_owned();
+        self.containers.forget(&dir);
+        self.started.forget(&dir);
         blocking(move || {
             cleanup_libcontainer(&root, &owner);
             rootfs::unmount(&dir).map_err(internal)?;
@@ -419,7 +438,7 @@ impl Runtime for NativeRuntime {
 
     async fn stop_pod_sandbox(&self, sandbox_id: &str) -> Result<()> {
         let mut rec = match self.sandbox_record(sandbox_id) {
-            Ok(r) => r,
+            Ok(r) => SandboxRecord::clone(&r),
             Err(RuntimeError::SandboxNotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
@@ -448,11 +467,12 @@ impl Runtime for NativeRuntime {
         let network = self.network.clone();
         let sid = sandbox_id.to_owned();
         blocking(move || network.teardown(&sid)).await?;
+        self.sandboxes.forget(&dir);
         fs::remove_dir_all(&dir).map_err(io_ctx(format!("removing {}", dir.display())))
     }
 
     async fn pod_sandbox_status(&self, sandbox_id: &str) -> Result<PodSandboxStatus> {
-        Ok(Self::sandbox_status(&self.sandbox_record(sandbox_id)?))
+        Ok(Self::sandbox_status(&*self.sandbox_record(sandbox_id)?))
     }
 
     async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>> {
@@ -553,10 +573,9 @@ impl Runtime for NativeRuntime {
         if self.status_of(&rec)?.state != ContainerState::Running {
             return Ok(());
         }
-        let started: StartedRecord =
-            read_json(&self.layout.container_dir(container_id).join("started.json"))
-                .map_err(internal)?
-                .ok_or_else(|| internal("running container without started.json"))?;
+        let started = self
+            .started_record(container_id)?
+            .ok_or_else(|| internal("running container without started.json"))?;
         let pid = Pid::from_raw(started.pid);
         if timeout_s > 0 {
             let signal =
@@ -586,7 +605,7 @@ impl Runtime for NativeRuntime {
     }
 
     async fn container_status(&self, container_id: &str) -> Result<ContainerStatus> {
-        self.status_of(&self.container_record(container_id)?)
+        self.status_of(&*self.container_record(container_id)?)
     }
 
     async fn list_containers(&self, sandbox_id: Option<&str>) -> Result<Vec<ContainerStatus>> {

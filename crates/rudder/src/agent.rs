@@ -74,10 +74,9 @@ fn native_runtime(
     let agent = data_dir.join("agent");
     let network = rudder_net::Network::new(network_config(data_dir, bridge, pod_cidr))
         .context("pod network")?;
-    let mut options = StoreOptions::default();
+    let mut options = store_options(data_dir);
     options.registry.insecure_registries = insecure_registries;
-    let store =
-        Arc::new(ImageStore::open(data_dir.join("images"), options).context("image store")?);
+    let store = Arc::new(ImageStore::open(images_dir(data_dir), options).context("image store")?);
     let runtime = NativeRuntime::new(
         Layout::new(agent.join("runtime"), run_dirs(data_dir)[1].clone()),
         ShimCommand { program: std::env::current_exe()?, prefix_args: vec!["shim".into()] },
@@ -148,6 +147,20 @@ pub async fn run(
         })),
     };
     rudder_kubelet::run(cfg, deps, state, shutdown, cancel).await.context("kubelet")
+}
+
+/// The node's image store.
+pub fn images_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("images")
+}
+
+/// How the node's image store is opened, by the agent and by `rudder image`: with the
+/// runtime's pins (on tmpfs), which gc must respect whoever runs it.
+pub fn store_options(data_dir: &Path) -> StoreOptions {
+    StoreOptions {
+        pins_dir: Some(rudder_runtime_native::layout::pins_dir(&run_dirs(data_dir)[1])),
+        ..Default::default()
+    }
 }
 
 /// The node's runtime directories under /run (what `rudder down --purge` removes).

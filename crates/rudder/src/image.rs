@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use rudder_images::cli::{ProgressLine, format_image_table};
-use rudder_images::{Auth, Credentials, ImageRef, ImageStore, Removed, StoreOptions};
+use rudder_images::{Auth, Credentials, ImageRef, ImageStore, Removed};
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
@@ -41,12 +41,15 @@ fn is_loopback_registry(registry: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || host == "[::1]"
 }
 
-pub async fn run(root: &Path, command: ImageCommand) -> Result<()> {
+/// Runs an image command against the image store of the node with `data_dir`.
+pub async fn run(data_dir: &Path, command: ImageCommand) -> Result<()> {
+    let root = &crate::agent::images_dir(data_dir);
+    let options = || crate::agent::store_options(data_dir);
     match command {
         ImageCommand::Pull { reference, creds, docker_config, insecure_registry } => {
             let image = ImageRef::parse(&reference)
                 .with_context(|| format!("invalid image reference {reference:?}"))?;
-            let mut options = StoreOptions::default();
+            let mut options = options();
             options.registry.insecure_registries = insecure_registry;
             if is_loopback_registry(&image.registry) {
                 options.registry.insecure_registries.push(image.registry.clone());
@@ -77,7 +80,7 @@ pub async fn run(root: &Path, command: ImageCommand) -> Result<()> {
             if files.is_empty() {
                 bail!("no tarball given");
             }
-            let store = ImageStore::open(root, StoreOptions::default())?;
+            let store = ImageStore::open(root, options())?;
             for f in files {
                 for r in
                     store.import(&f).await.with_context(|| format!("importing {}", f.display()))?
@@ -89,12 +92,12 @@ pub async fn run(root: &Path, command: ImageCommand) -> Result<()> {
             Ok(())
         }
         ImageCommand::Ls => {
-            let store = ImageStore::open(root, StoreOptions::default())?;
+            let store = ImageStore::open(root, options())?;
             print!("{}", format_image_table(&store.list()?));
             Ok(())
         }
         ImageCommand::Rm { references } => {
-            let store = ImageStore::open(root, StoreOptions::default())?;
+            let store = ImageStore::open(root, options())?;
             let mut missing = Vec::new();
             for r in &references {
                 match store.get(r)? {

@@ -206,7 +206,7 @@ fn main() -> anyhow::Result<()> {
         Command::Shim { args } => std::process::exit(rudder_runtime_native::shim::main(&args)),
         Command::Image { data_dir, command } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(image::run(&data_dir.join("images"), command))
+            runtime.block_on(image::run(&data_dir, command))
         }
         Command::Version => {
             println!("rudder {} (Kubernetes {KUBERNETES_VERSION})", env!("CARGO_PKG_VERSION"));

@@ -64,3 +64,42 @@ async fn pull_list_remove_and_import() {
     assert!(out.contains("example.com/tools/busybox:2.0"), "{out}");
     assert!(ok(&rudder(dir.path(), &["ls"])).contains("example.com/tools/busybox"));
 }
+
+/// The agent's runtime pins a container's layers next to its records under /run; `rudder
+/// image rm` (whose gc runs in another process) must see those pins and keep the layers.
+#[tokio::test]
+async fn rm_keeps_the_layers_a_container_of_the_node_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = rudder_runtime_native::layout::node_run_dirs(dir.path())[1].clone();
+    struct RemoveRun(std::path::PathBuf);
+    impl Drop for RemoveRun {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _run = RemoveRun(run.clone());
+    let tarball = dir.path().join("busybox-oci.tar");
+    let image = testing::busybox().unwrap();
+    std::fs::write(&tarball, testing::oci_layout_tar(&image, &["example.com/pinned:1"]).unwrap())
+        .unwrap();
+    ok(&rudder(dir.path(), &["import", tarball.to_str().unwrap()]));
+
+    // What the node's runtime does when it creates a container over the image.
+    let options = rudder_images::StoreOptions {
+        pins_dir: Some(rudder_runtime_native::layout::pins_dir(&run)),
+        ..Default::default()
+    };
+    let store = rudder_images::ImageStore::open(dir.path().join("images"), options).unwrap();
+    let record = store.get("example.com/pinned:1").unwrap().unwrap();
+    let layers = store.layer_dirs(&record);
+    store.pin("0123456789abcdef0123456789abcdef", &layers).unwrap();
+
+    ok(&rudder(dir.path(), &["rm", "example.com/pinned:1"]));
+    assert!(!ok(&rudder(dir.path(), &["ls"])).contains("pinned"));
+    assert!(layers.iter().all(|l| l.is_dir()), "rm deleted a pinned layer");
+
+    store.unpin("0123456789abcdef0123456789abcdef").unwrap();
+    ok(&rudder(dir.path(), &["import", tarball.to_str().unwrap()]));
+    ok(&rudder(dir.path(), &["rm", "example.com/pinned:1"]));
+    assert!(layers.iter().all(|l| !l.exists()), "unpinned layers stay");
+}

@@ -6,7 +6,8 @@
 //!                      shared by every image that has it; an overlayfs lower directory
 //! images/<hex>.json    one record per image digest (see `record`)
 //! refs.json            tag names and repo digests -> image digest
-//! pins/<owner>.json    layers a container uses, kept by gc whatever the images (`pins`)
+//! pins/<owner>.json    layers a container uses, kept by gc whatever the images (`pins`);
+//!                      elsewhere if `StoreOptions::pins_dir` says so
 //! tmp/                 downloads and unpacks in progress (emptied by gc)
 //! lock, refs.lock      the lease and table locks (see `lock`)
 //! ```
@@ -98,6 +99,10 @@ pub struct StoreOptions {
     /// The platform picked from image indexes.
     pub os: String,
     pub architecture: String,
+    /// Where pins live; None: `<root>/pins`. A pin lasts as long as its container, so a
+    /// node keeps them on tmpfs next to its runtime state (a reboot ends both), and a
+    /// container start writes no file to the disk for them.
+    pub pins_dir: Option<PathBuf>,
 }
 
 impl Default for StoreOptions {
@@ -109,6 +114,7 @@ impl Default for StoreOptions {
             unpack: UnpackOptions::default(),
             os: "linux".into(),
             architecture: "amd64".into(),
+            pins_dir: None,
         }
     }
 }

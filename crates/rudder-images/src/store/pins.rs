@@ -15,7 +15,7 @@ use super::{ImageStore, StoreError};
 
 impl ImageStore {
     fn pins_dir(&self) -> PathBuf {
-        self.root.join("pins")
+        self.options.pins_dir.clone().unwrap_or_else(|| self.root.join("pins"))
     }
 
     fn pin_path(&self, owner: &str) -> Result<PathBuf, StoreError> {
