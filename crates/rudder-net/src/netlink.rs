@@ -13,13 +13,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    DecodeError, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE,
+    NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, Parseable,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute,
-    LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    LinkExtentMask, LinkFlags, LinkHeader, LinkInfo, LinkMessage, LinkMessageBuffer,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -32,6 +32,9 @@ use nix::sys::time::TimeVal;
 
 use crate::link::LinkError;
 use crate::ns::run_in_netns;
+
+/// The message type of a link description (`linux/rtnetlink.h`).
+const RTM_NEWLINK: u16 = 16;
 
 /// A failed netlink request (or socket operation), with what was asked and where.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +103,26 @@ impl RtnlSocket {
         flags: u16,
         what: &str,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        self.request_with(message, flags, what, |bytes| {
+            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)?.payload {
+                NetlinkPayload::InnerMessage(inner) => Ok(Some(inner)),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    /// [`RtnlSocket::request`] with the answered messages decoded by `decode` (from the
+    /// whole netlink message, header included; None skips one). Lets a caller read only
+    /// what it needs: netlink-packet-route's full parse of a bridge link formats the whole
+    /// attribute payload for every attribute, which made looking up the bridge's index
+    /// the costliest step of a pod's network setup.
+    fn request_with<T>(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        what: &str,
+        decode: impl Fn(&[u8]) -> Result<Option<T>, DecodeError>,
+    ) -> Result<Vec<T>, NetlinkError> {
         self.sequence = self.sequence.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
@@ -109,29 +132,35 @@ impl RtnlSocket {
         let mut buf = vec![0; packet.buffer_len()];
         packet.serialize(&mut buf);
         self.socket.send(&buf, 0).map_err(|e| self.error(what, e))?;
+        let invalid = |e: DecodeError| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
         let mut replies = Vec::new();
         loop {
             let (data, _) = self.socket.recv_from_full().map_err(|e| self.error(what, e))?;
             let mut offset = 0;
             while offset < data.len() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
-                    .map_err(|e| {
-                        self.error(what, io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
-                    })?;
-                let length = usize::try_from(reply.header.length).unwrap_or(usize::MAX);
+                let reply = NetlinkBuffer::new_checked(&data[offset..])
+                    .map_err(|e| self.error(what, invalid(e)))?;
+                let length = usize::try_from(reply.length()).unwrap_or(usize::MAX);
                 if length == 0 {
                     break;
                 }
+                let bytes = &data[offset..(offset + length).min(data.len())];
                 offset = offset.saturating_add(length.next_multiple_of(4));
-                if reply.header.sequence_number != self.sequence {
+                if reply.sequence_number() != self.sequence {
                     continue;
                 }
-                match reply.payload {
-                    NetlinkPayload::Error(err) if err.code.is_none() => return Ok(replies),
-                    NetlinkPayload::Error(err) => return Err(self.error(what, err.to_io())),
-                    NetlinkPayload::Done(_) => return Ok(replies),
-                    NetlinkPayload::InnerMessage(inner) => replies.push(inner),
-                    _ => {}
+                match reply.message_type() {
+                    NLMSG_ERROR => {
+                        let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
+                            .map_err(|e| self.error(what, invalid(e)))?;
+                        match message.payload {
+                            NetlinkPayload::Error(err) if err.code.is_none() => return Ok(replies),
+                            NetlinkPayload::Error(err) => return Err(self.error(what, err.to_io())),
+                            _ => return Err(self.error(what, invalid("bad error message".into()))),
+                        }
+                    }
+                    NLMSG_DONE => return Ok(replies),
+                    _ => replies.extend(decode(bytes).map_err(|e| self.error(what, invalid(e)))?),
                 }
             }
         }
@@ -154,15 +183,28 @@ impl RtnlSocket {
         }
     }
 
-    /// The index of the link called `name`; a missing link is ENODEV.
+    /// The index of the link called `name`; a missing link is ENODEV. Reads the link
+    /// message's header only (see [`RtnlSocket::request_with`]).
     pub fn link_index(&mut self, name: &str) -> Result<u32, NetlinkError> {
-        match self.link(name)? {
-            Some(link) => Ok(link.header.index),
-            None => Err(self.error(
-                &format!("get link {name}"),
-                io::Error::from_raw_os_error(Errno::ENODEV as i32),
-            )),
-        }
+        let mut message = LinkMessage::default();
+        message.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        message
+            .attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::Vf, LinkExtentMask::SkipStats]));
+        let what = format!("get link {name}");
+        let indexes =
+            self.request_with(RouteNetlinkMessage::GetLink(message), 0, &what, |bytes| {
+                let reply = NetlinkBuffer::new_checked(bytes)?;
+                if reply.message_type() != RTM_NEWLINK {
+                    return Ok(None);
+                }
+                let link = LinkMessageBuffer::new_checked(reply.payload())?;
+                Ok(Some(LinkHeader::parse(&link)?.index))
+            })?;
+        indexes
+            .first()
+            .copied()
+            .ok_or_else(|| self.error(&what, io::Error::from_raw_os_error(Errno::ENODEV as i32)))
     }
 
     /// `ip link add name NAME type bridge forward_delay 0`.

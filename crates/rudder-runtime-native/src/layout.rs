@@ -19,6 +19,8 @@
 //! <run>/libcontainer/<id>/                libcontainer's state
 //! <run>/pins/<id>.json                    the image store's pin of the container's layers
 //!                                         (`pins_dir`, set by the agent)
+//! <root>/init/<mode>-<uid>-<gid>-<f1+f2>/etc  read-only layers with the /etc mount points
+//!                                         (see `init_layer`)
 //! <root>/layers/<id>/upper, work          the overlay's writable layer (disk); one
 //!                                         without a container (after a reboot) is removed
 //!                                         when the runtime starts
@@ -62,6 +64,10 @@ impl Layout {
     /// A container's writable layer: the overlay's upper and work directories.
     pub fn layer_dir(&self, id: &str) -> PathBuf {
         self.layers().join(id)
+    }
+    /// The shared init layers (see `init_layer`), on disk: made once, kept.
+    pub fn init_layers(&self) -> PathBuf {
+        self.root.join("init")
     }
     /// libcontainer's state root.
     pub fn libcontainer_root(&self) -> PathBuf {

@@ -7,6 +7,7 @@
 pub mod exec;
 pub mod frames;
 pub mod image_adapter;
+mod init_layer;
 pub mod layout;
 pub mod net_adapter;
 pub mod providers;

@@ -30,7 +30,7 @@ use crate::record_cache::RecordCache;
 use crate::shim::{ShimArgs, cleanup_libcontainer};
 use crate::spec::{self, SandboxPaths};
 use crate::streaming;
-use crate::{rootfs, user};
+use crate::{init_layer, rootfs, user};
 
 /// How long a shim may take to report that its container runs.
 const SHIM_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,6 +104,7 @@ impl NativeRuntime {
         {
             fs::create_dir_all(&d).map_err(io_ctx(format!("creating {}", d.display())))?;
         }
+        init_layer::remove_leftovers(&layout.init_layers());
         // Writable layers of containers the run dir no longer knows (it is a tmpfs: after a
         // reboot) are nobody's.
         for id in Self::ids_in(&layout.layers()) {
@@ -285,7 +286,22 @@ impl NativeRuntime {
             .ok_or_else(|| RuntimeError::ImageNotPresent(config.image.clone()))?;
         // The layers stay while the container exists, even if the image goes meanwhile.
         self.images.pin(id, &image).await?;
-        let layers = image.layers.clone();
+        let sb_dir = self.layout.sandbox_dir(&sandbox.id);
+        let paths = SandboxPaths {
+            netns: sandbox.netns.clone(),
+            ipc_ns: sandbox.ipc_ns.clone(),
+            uts_ns: sandbox.uts_ns.clone(),
+            hosts: Some(sb_dir.join("hosts")).filter(|p| p.exists()),
+            resolv_conf: Some(sb_dir.join("resolv.conf")).filter(|p| p.exists()),
+            hostname_file: Some(sb_dir.join("hostname")).filter(|p| p.exists()),
+            hostname: sandbox.config.hostname.clone(),
+        };
+        let mount_points: Vec<&str> =
+            spec::sandbox_file_mounts(config, &paths).into_iter().map(|(d, _)| d).collect();
+        let mut layers = image.layers.clone();
+        let init = init_layer::ensure(&self.layout.init_layers(), &layers, &mount_points)
+            .map_err(io_ctx("making the init layer"))?;
+        layers.extend(init);
         let (d, writable) = (dir.to_owned(), self.layout.layer_dir(id));
         let rootfs =
             blocking(move || rootfs::mount_overlay(&d, &writable, &layers).map_err(internal))
@@ -312,16 +328,6 @@ impl NativeRuntime {
         if let Some(parent) = log_path.parent() {
             fs::create_dir_all(parent).map_err(io_ctx(format!("creating {}", parent.display())))?;
         }
-        let sb_dir = self.layout.sandbox_dir(&sandbox.id);
-        let paths = SandboxPaths {
-            netns: sandbox.netns.clone(),
-            ipc_ns: sandbox.ipc_ns.clone(),
-            uts_ns: sandbox.uts_ns.clone(),
-            hosts: Some(sb_dir.join("hosts")).filter(|p| p.exists()),
-            resolv_conf: Some(sb_dir.join("resolv.conf")).filter(|p| p.exists()),
-            hostname_file: Some(sb_dir.join("hostname")).filter(|p| p.exists()),
-            hostname: sandbox.config.hostname.clone(),
-        };
         let cgroups_path = format!("/rudder/{id}");
         extra.sort_unstable();
         extra.dedup();

@@ -41,6 +41,24 @@ pub struct SandboxPaths {
     pub hostname: String,
 }
 
+/// The sandbox's files a container gets bind-mounted (destination, source): `/etc/hosts`,
+/// `/etc/resolv.conf` and `/etc/hostname` where the sandbox has them, unless a volume is
+/// mounted at the same path (it wins, as upstream).
+pub fn sandbox_file_mounts<'a>(
+    config: &ContainerConfig,
+    sandbox: &'a SandboxPaths,
+) -> Vec<(&'static str, &'a PathBuf)> {
+    [
+        ("/etc/hosts", &sandbox.hosts),
+        ("/etc/resolv.conf", &sandbox.resolv_conf),
+        ("/etc/hostname", &sandbox.hostname_file),
+    ]
+    .into_iter()
+    .filter_map(|(dest, src)| Some((dest, src.as_ref()?)))
+    .filter(|(dest, _)| !config.mounts.iter().any(|m| m.container_path == *dest))
+    .collect()
+}
+
 /// Capabilities a container gets by default (containerd's default set, which upstream
 /// Kubernetes users see).
 pub const DEFAULT_CAPABILITIES: &[&str] = &[
@@ -199,17 +217,8 @@ pub fn build(
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if config.security.privileged { "rw" } else { "ro" }]}),
     ];
-    for (dest, src) in [
-        ("/etc/hosts", &sandbox.hosts),
-        ("/etc/resolv.conf", &sandbox.resolv_conf),
-        ("/etc/hostname", &sandbox.hostname_file),
-    ] {
-        // A volume mounted at the same path wins, as upstream.
-        if let Some(src) = src
-            && !config.mounts.iter().any(|m| m.container_path == dest)
-        {
-            mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", "rw"]}));
-        }
+    for (dest, src) in sandbox_file_mounts(config, sandbox) {
+        mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", "rw"]}));
     }
     for m in &config.mounts {
         if !m.container_path.starts_with('/') {

@@ -158,3 +158,39 @@ async fn pods_reach_each_other_by_ip() {
     assert_eq!(out.trim(), "hello-from-b");
     assert_eq!(rt.container_status(&srv).await.unwrap().state, ContainerState::Running);
 }
+
+/// The pod's /etc files are mounted over mount points from the shared init layer: starting
+/// a container writes nothing into its writable layer (no copy of /etc, no empty files).
+/// A host-network pod has no hosts file of the pod's, so the image's /etc/hosts (none in
+/// this image) is what the container sees, not an empty file.
+#[tokio::test]
+async fn the_etc_mount_points_leave_the_writable_layer_empty() {
+    let node = NodeNet::new();
+    let t = runtime_with(node.adapter.clone());
+    let rt = &t.runtime;
+    for host_network in [false, true] {
+        let cfg = pod(if host_network { "on-host" } else { "own-net" }, host_network);
+        let sb = rt.run_pod_sandbox(&cfg).await.unwrap();
+        let id = rt
+            .create_container(
+                &sb,
+                &container("c", vec!["sleep".into(), "300".into()], vec![]),
+                &cfg,
+            )
+            .await
+            .unwrap();
+        rt.start_container(&id).await.unwrap();
+        let r = rt
+            .exec_sync(&id, &sh("cat /etc/hostname; test -e /etc/hosts && echo hosts"), 10)
+            .await
+            .unwrap();
+        let out = String::from_utf8_lossy(&r.stdout).into_owned();
+        assert!(out.starts_with(&format!("{}\n", cfg.hostname)), "{out}");
+        assert_eq!(out.contains("hosts"), !host_network, "{out}");
+        let upper = rt.layout().layer_dir(&id).join("upper");
+        let written: Vec<_> =
+            std::fs::read_dir(&upper).unwrap().flatten().map(|e| e.path()).collect();
+        assert!(written.is_empty(), "host_network {host_network}: written {written:?}");
+        rt.remove_pod_sandbox(&sb).await.unwrap();
+    }
+}
