@@ -7,7 +7,8 @@
 //! the namespace and the data dir, imports the busybox test image, and cleans up.
 //!
 //! Figures: process spawn to the Node's Ready condition; a batch (30) and a burst (100) of
-//! pods created at once, per-pod create-to-Running latency and wall time, delete-to-gone;
+//! pods created at once, per-pod create-to-Running latency and wall time, the machine's CPU
+//! time per pod for starting them, delete-to-gone;
 //! the shims' memory per pod; the server's idle RSS and CPU with no pods, once before any pod
 //! ran (after a 10 s settle) and once after all were deleted. Comparison in the
 //! same run: the `runtime` suite (the same pod start through the bare native runtime, no
@@ -587,6 +588,7 @@ async fn run_group(
     let result = async {
         wait_seen(&mut rx, "the pod watch to sync", |s| s.synced).await?;
         let names: Vec<String> = (0..count).map(|i| format!("{group}-{i}")).collect();
+        let cpu_before = NodeCpu::now();
         let begin = Instant::now();
         let creates: Vec<_> = names
             .iter()
@@ -605,6 +607,7 @@ async fn run_group(
         }
         let what = format!("{count} pods Running");
         wait_seen(&mut rx, &what, |s| names.iter().all(|n| s.running.contains_key(n))).await?;
+        let cpu = NodeCpu::now().since(&cpu_before);
         let mut latencies = Latencies::default();
         let mut last = begin;
         {
@@ -620,6 +623,9 @@ async fn run_group(
         bench(&format!("{prefix}.p99"), latencies.quantile_ms(0.99), "ms");
         bench(&format!("{prefix}.max"), latencies.quantile_ms(1.0), "ms");
         bench(&format!("{prefix}.wall"), (last - begin).as_secs_f64() * 1000.0, "ms");
+        // What starting them cost in CPU, whoever spent it (server, shims, containers),
+        // per pod: unlike the latencies, independent of the order pods got the CPU in.
+        bench(&format!("pods.{group}.cpu_per_pod"), cpu / count as f64, "ms");
 
         if let Some(server) = server {
             shim_memory(server, count)?;
@@ -700,4 +706,42 @@ async fn delete_and_wait(api: &Api<Pod>, names: &[String]) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     bail!("pods still present 60 s after deletion")
+}
+
+/// CPU time the machine spent busy, minus this process's own (the bench's client work):
+/// `/proc/stat` and `/proc/self/stat`, in clock ticks. The machine must be otherwise idle.
+struct NodeCpu {
+    busy_ticks: u64,
+    own_ticks: u64,
+}
+
+impl NodeCpu {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // cpu  user nice system idle iowait irq softirq steal ...
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let busy_ticks = [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum();
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // After the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+        let after_name = own.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let own_fields: Vec<u64> =
+            after_name.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+        NodeCpu { busy_ticks, own_ticks: own_fields.iter().sum() }
+    }
+
+    /// Milliseconds of CPU spent by everyone but this process since `before`.
+    fn since(&self, before: &NodeCpu) -> f64 {
+        // Both files count in USER_HZ, which Linux fixes at 100 for user space.
+        let ticks_per_s = 100.0;
+        let busy = self.busy_ticks.saturating_sub(before.busy_ticks);
+        let own = self.own_ticks.saturating_sub(before.own_ticks);
+        busy.saturating_sub(own) as f64 * 1000.0 / ticks_per_s
+    }
 }
