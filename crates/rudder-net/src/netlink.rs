@@ -33,6 +33,16 @@ use nix::sys::time::TimeVal;
 use crate::link::LinkError;
 use crate::ns::run_in_netns;
 
+/// `RTM_GETLINK` for the link called `name`, without statistics.
+fn get_link(name: &str) -> RouteNetlinkMessage {
+    let mut message = LinkMessage::default();
+    message.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    message
+        .attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::Vf, LinkExtentMask::SkipStats]));
+    RouteNetlinkMessage::GetLink(message)
+}
+
 /// The message type of a link description (`linux/rtnetlink.h`).
 const RTM_NEWLINK: u16 = 16;
 
@@ -168,12 +178,7 @@ impl RtnlSocket {
 
     /// The link called `name`, or None if there is none.
     pub fn link(&mut self, name: &str) -> Result<Option<LinkMessage>, NetlinkError> {
-        let mut message = LinkMessage::default();
-        message.attributes.push(LinkAttribute::IfName(name.to_owned()));
-        message
-            .attributes
-            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::Vf, LinkExtentMask::SkipStats]));
-        match self.request(RouteNetlinkMessage::GetLink(message), 0, &format!("get link {name}")) {
+        match self.request(get_link(name), 0, &format!("get link {name}")) {
             Ok(replies) => Ok(replies.into_iter().find_map(|reply| match reply {
                 RouteNetlinkMessage::NewLink(link) => Some(link),
                 _ => None,
@@ -186,21 +191,15 @@ impl RtnlSocket {
     /// The index of the link called `name`; a missing link is ENODEV. Reads the link
     /// message's header only (see [`RtnlSocket::request_with`]).
     pub fn link_index(&mut self, name: &str) -> Result<u32, NetlinkError> {
-        let mut message = LinkMessage::default();
-        message.attributes.push(LinkAttribute::IfName(name.to_owned()));
-        message
-            .attributes
-            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::Vf, LinkExtentMask::SkipStats]));
         let what = format!("get link {name}");
-        let indexes =
-            self.request_with(RouteNetlinkMessage::GetLink(message), 0, &what, |bytes| {
-                let reply = NetlinkBuffer::new_checked(bytes)?;
-                if reply.message_type() != RTM_NEWLINK {
-                    return Ok(None);
-                }
-                let link = LinkMessageBuffer::new_checked(reply.payload())?;
-                Ok(Some(LinkHeader::parse(&link)?.index))
-            })?;
+        let indexes = self.request_with(get_link(name), 0, &what, |bytes| {
+            let reply = NetlinkBuffer::new_checked(bytes)?;
+            if reply.message_type() != RTM_NEWLINK {
+                return Ok(None);
+            }
+            let link = LinkMessageBuffer::new_checked(reply.payload())?;
+            Ok(Some(LinkHeader::parse(&link)?.index))
+        })?;
         indexes
             .first()
             .copied()

@@ -5,7 +5,7 @@
 //! (the host's `/run` is not always one): creating a pod then never waits on the disk's
 //! inode allocator, which on ext4 after heavy file churn (`recently_deleted`
 //! scans) tripled pod start times on the project's VM. Only a container's writable layer,
-//! which may grow large, is on disk under `<root>`.
+//! which may grow large, and the few shared init layers are on disk under `<root>`.
 //!
 //! ```text
 //! <run>/sandboxes/<id>/sandbox.json       SandboxRecord (config, network)
