@@ -403,6 +403,11 @@ fn rudder_up_status_and_down() {
     assert!(!sleeping(), "rudder down stopped the pod's container");
     assert!(String::from_utf8_lossy(&down.stdout).contains("rudder stopped"));
     assert!(!data.exists(), "state purged");
+    // The node's tmpfs run dirs (runtime records, namespace files) are unmounted and gone.
+    for dir in rudder_runtime_native::layout::node_run_dirs(&data) {
+        assert!(!dir.exists(), "{dir:?} left after down --purge");
+        assert!(rudder_runtime_native::rootfs::mounts_under(&dir).is_empty(), "{dir:?} mounted");
+    }
     let status = rudder(&["status"]);
     assert!(!status.status.success(), "status after down reports not running");
     let kubeconfig = std::fs::read_to_string(home.path().join(".kube/config")).unwrap();
