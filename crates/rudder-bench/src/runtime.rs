@@ -179,75 +179,10 @@ pub async fn run(o: Options) -> Result<()> {
 
     let result = async {
         if o.runs("sequential") {
-            let (mut pod_seq, mut ctr_seq) = (Latencies::default(), Latencies::default());
-            for i in 0..o.pods {
-                let (p, c) = start_pod(&rt, i, &image).await?;
-                pod_seq.record(p);
-                ctr_seq.record(c);
-            }
-            report("runtime.pod_start.sequential", &mut pod_seq);
-            report("runtime.container_start.sequential", &mut ctr_seq);
-
-            // Baseline: the same bundle (config.json of a created container, its mounted rootfs
-            // and its pod's netns), created and started by libcontainer alone.
-            let mut bare = Latencies::default();
-            let any = rt.list_containers(None).await?.into_iter().next().context("no container")?;
-            let bundle_src = rt.layout().container_dir(&any.id).join("bundle/config.json");
-            let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle_src)?)?;
-            // Its bundles and state on the same tmpfs as the runtime's.
-            let bare_root = rt.layout().run.join("bare-state");
-            let mut bare_pids = Vec::new();
-            for i in 0..o.pods {
-                let id = format!("bare{tag}{i}");
-                let b = rt.layout().run.join(&id);
-                std::fs::create_dir_all(&b)?;
-                let mut s = spec.clone();
-                s["linux"]["cgroupsPath"] = format!("/rudder/{id}").into();
-                std::fs::write(b.join("config.json"), serde_json::to_vec(&s)?)?;
-                let t = Instant::now();
-                let out = tokio::process::Command::new(std::env::current_exe()?)
-                    .args(["shim", "bare", "--bundle"])
-                    .arg(&b)
-                    .args(["--id", &id, "--state-root"])
-                    .arg(&bare_root)
-                    .output()
-                    .await?;
-                bare.record(t.elapsed());
-                if !out.status.success() {
-                    bail!("bare start: {}", String::from_utf8_lossy(&out.stderr));
-                }
-                bare_pids.push((id, String::from_utf8_lossy(&out.stdout).trim().parse::<i32>()?));
-            }
-            report("runtime.baseline.bare_libcontainer_start.sequential", &mut bare);
-            for (id, pid) in bare_pids {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                wait_gone(pid).await;
-                rudder_runtime_native::shim::cleanup_libcontainer(&bare_root, &id);
-            }
-            remove_all(&rt).await;
+            sequential(&rt, &image, o.pods, &tag).await?;
         }
         if o.runs("concurrent") {
-            let t = Instant::now();
-            let tasks: Vec<_> = (0..o.pods)
-                .map(|i| {
-                    let rt = rt.clone();
-                    let image = image.clone();
-                    tokio::spawn(async move { start_pod(&rt, 100 + i, &image).await })
-                })
-                .collect();
-            let (mut pod_conc, mut ctr_conc) = (Latencies::default(), Latencies::default());
-            for task in tasks {
-                let (p, c) = task.await??;
-                pod_conc.record(p);
-                ctr_conc.record(c);
-            }
-            let wall = t.elapsed();
-            report("runtime.pod_start.concurrent", &mut pod_conc);
-            report("runtime.container_start.concurrent", &mut ctr_conc);
-            bench("runtime.pod_start.concurrent.wall", wall.as_secs_f64() * 1000.0, "ms");
+            concurrent(&rt, &image, o.pods).await?;
         }
         Ok::<_, anyhow::Error>(())
     }
@@ -258,6 +193,83 @@ pub async fn run(o: Options) -> Result<()> {
     if o.runs("unpack") {
         unpack_throughput(dir.path())?;
     }
+    Ok(())
+}
+
+/// One pod at a time, then the bare libcontainer baseline over the same bundle.
+async fn sequential(rt: &NativeRuntime, image: &str, pods: usize, tag: &str) -> Result<()> {
+    let (mut pod_seq, mut ctr_seq) = (Latencies::default(), Latencies::default());
+    for i in 0..pods {
+        let (p, c) = start_pod(rt, i, image).await?;
+        pod_seq.record(p);
+        ctr_seq.record(c);
+    }
+    report("runtime.pod_start.sequential", &mut pod_seq);
+    report("runtime.container_start.sequential", &mut ctr_seq);
+
+    // Baseline: the same bundle (config.json of a created container, its mounted rootfs
+    // and its pod's netns), created and started by libcontainer alone.
+    let mut bare = Latencies::default();
+    let any = rt.list_containers(None).await?.into_iter().next().context("no container")?;
+    let bundle_src = rt.layout().container_dir(&any.id).join("bundle/config.json");
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle_src)?)?;
+    // Its bundles and state on the same tmpfs as the runtime's.
+    let bare_root = rt.layout().run.join("bare-state");
+    let mut bare_pids = Vec::new();
+    for i in 0..pods {
+        let id = format!("bare{tag}{i}");
+        let b = rt.layout().run.join(&id);
+        std::fs::create_dir_all(&b)?;
+        let mut s = spec.clone();
+        s["linux"]["cgroupsPath"] = format!("/rudder/{id}").into();
+        std::fs::write(b.join("config.json"), serde_json::to_vec(&s)?)?;
+        let t = Instant::now();
+        let out = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["shim", "bare", "--bundle"])
+            .arg(&b)
+            .args(["--id", &id, "--state-root"])
+            .arg(&bare_root)
+            .output()
+            .await?;
+        bare.record(t.elapsed());
+        if !out.status.success() {
+            bail!("bare start: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        bare_pids.push((id, String::from_utf8_lossy(&out.stdout).trim().parse::<i32>()?));
+    }
+    report("runtime.baseline.bare_libcontainer_start.sequential", &mut bare);
+    for (id, pid) in bare_pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        wait_gone(pid).await;
+        rudder_runtime_native::shim::cleanup_libcontainer(&bare_root, &id);
+    }
+    remove_all(rt).await;
+    Ok(())
+}
+
+/// All pods at once.
+async fn concurrent(rt: &Arc<NativeRuntime>, image: &str, pods: usize) -> Result<()> {
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..pods)
+        .map(|i| {
+            let rt = rt.clone();
+            let image = image.to_owned();
+            tokio::spawn(async move { start_pod(&rt, 100 + i, &image).await })
+        })
+        .collect();
+    let (mut pod_conc, mut ctr_conc) = (Latencies::default(), Latencies::default());
+    for task in tasks {
+        let (p, c) = task.await??;
+        pod_conc.record(p);
+        ctr_conc.record(c);
+    }
+    let wall = t.elapsed();
+    report("runtime.pod_start.concurrent", &mut pod_conc);
+    report("runtime.container_start.concurrent", &mut ctr_conc);
+    bench("runtime.pod_start.concurrent.wall", wall.as_secs_f64() * 1000.0, "ms");
     Ok(())
 }
 
