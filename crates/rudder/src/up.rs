@@ -114,7 +114,7 @@ pub async fn up(data_dir: &Path, server_args: &[String], timeout: Duration) -> a
     let deadline = started + timeout;
     let client = loop {
         if running_pid(data_dir).is_none() {
-            bail!("rudder server exited; see {}", data_dir.join("rudder.log").display());
+            return Err(server_exited(data_dir));
         }
         if let Ok(text) = std::fs::read_to_string(&kubeconfig)
             && let Ok(client) = rudder_client::client_from_kubeconfig_text(&text)
@@ -150,7 +150,7 @@ pub async fn up(data_dir: &Path, server_args: &[String], timeout: Duration) -> a
             }
         }
         if running_pid(data_dir).is_none() {
-            bail!("rudder server exited; see {}", data_dir.join("rudder.log").display());
+            return Err(server_exited(data_dir));
         }
         if Instant::now() > deadline {
             bail!(
@@ -161,6 +161,22 @@ pub async fn up(data_dir: &Path, server_args: &[String], timeout: Duration) -> a
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     report_kubeconfig(data_dir)
+}
+
+/// The error for a server that died while `up` waited for it: the end of its log, so that
+/// the reason is on the terminal (or in a CI log) rather than only in the data dir.
+fn server_exited(data_dir: &Path) -> anyhow::Error {
+    const LINES: usize = 20;
+    let log = data_dir.join("rudder.log");
+    let text = std::fs::read(&log).map(|b| String::from_utf8_lossy(&b).into_owned());
+    let tail = match &text {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(LINES)..].join("\n")
+        }
+        Err(e) => format!("(could not read it: {e})"),
+    };
+    anyhow::anyhow!("rudder server exited; the end of {}:\n{tail}", log.display())
 }
 
 fn report_kubeconfig(data_dir: &Path) -> anyhow::Result<()> {

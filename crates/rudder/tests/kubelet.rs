@@ -285,6 +285,26 @@ fn a_restarted_agent_adopts_running_containers() {
 }
 
 #[test]
+fn rudder_up_shows_why_the_server_exited() {
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rudder"))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(home.path().join("state"))
+        .args(["--timeout", "30s", "--", "--no-such-flag"])
+        .env("HOME", home.path())
+        .env_remove("KUBECONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rudder server exited"), "{err}");
+    // The server's own complaint, from its log, is in the error.
+    assert!(err.contains("--no-such-flag"), "{err}");
+}
+
+#[test]
 fn rudder_up_status_and_down() {
     let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     let netns = format!("rdr-up-{tag}");
