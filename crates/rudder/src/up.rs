@@ -105,7 +105,7 @@ pub async fn up(data_dir: &Path, server_args: &[String], timeout: Duration) -> a
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     // Its own session: the server outlives this command and the terminal.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd.spawn().context("starting rudder server")?;
+    let mut child = cmd.spawn().context("starting rudder server")?;
     let pid = child.id() as i32;
     std::fs::write(pid_file(data_dir), pid.to_string())?;
     println!("• rudder server started (pid {pid}, log {})", data_dir.join("rudder.log").display());
@@ -113,7 +113,7 @@ pub async fn up(data_dir: &Path, server_args: &[String], timeout: Duration) -> a
     let kubeconfig = rudder_apiserver::server::kubeconfig_path(data_dir);
     let deadline = started + timeout;
     let client = loop {
-        if running_pid(data_dir).is_none() {
+        if has_exited(&mut child) {
             return Err(server_exited(data_dir));
         }
         if let Ok(text) = std::fs::read_to_string(&kubeconfig)
@@ -149,7 +149,7 @@ pub async fn up(data_dir: &Path, server_args: &[String], timeout: Duration) -> a
                 break;
             }
         }
-        if running_pid(data_dir).is_none() {
+        if has_exited(&mut child) {
             return Err(server_exited(data_dir));
         }
         if Instant::now() > deadline {
@@ -161,6 +161,13 @@ pub async fn up(data_dir: &Path, server_args: &[String], timeout: Duration) -> a
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     report_kubeconfig(data_dir)
+}
+
+/// Whether the server `up` started has exited. Asked of the child itself, not of
+/// `/proc/<pid>/cmdline` as [`running_pid`] does for a server started earlier: right after
+/// the spawn, while the kernel is still setting up the new program, its cmdline reads empty.
+fn has_exited(child: &mut std::process::Child) -> bool {
+    !matches!(child.try_wait(), Ok(None))
 }
 
 /// The error for a server that died while `up` waited for it: the end of its log, so that
