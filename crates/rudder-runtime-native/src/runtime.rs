@@ -302,15 +302,13 @@ impl NativeRuntime {
         let init = init_layer::ensure(&self.layout.init_layers(), &layers, &mount_points)
             .map_err(io_ctx("making the init layer"))?;
         layers.extend(init);
-        let (d, writable) = (dir.to_owned(), self.layout.layer_dir(id));
         let rootfs =
-            blocking(move || rootfs::mount_overlay(&d, &writable, &layers).map_err(internal))
-                .await?;
+            rootfs::prepare_overlay(dir, &self.layout.layer_dir(id), &layers).map_err(internal)?;
 
         let sec = &config.security;
         let (mut uid, mut gid, mut extra) = match sec.run_as_user {
-            Some(u) => user::resolve(&rootfs, &u.to_string()),
-            None => user::resolve(&rootfs, &image.user),
+            Some(u) => user::resolve(&layers, &u.to_string()),
+            None => user::resolve(&layers, &image.user),
         }
         .map_err(RuntimeError::InvalidConfig)?;
         if let Some(u) = sec.run_as_user {

@@ -1,11 +1,13 @@
 //! The OCI runtime spec (`config.json`) for one container, from the kubelet's
 //! [`ContainerConfig`], the image config and the sandbox's namespaces.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
 use rudder_runtime::{ContainerConfig, MountSource, resolve_process_args};
+
+use crate::rootfs::Overlay;
 
 /// The image's config fields a container needs.
 #[derive(Clone, Debug, Default)]
@@ -184,7 +186,7 @@ pub fn build(
     config: &ContainerConfig,
     image: &ImageDefaults,
     sandbox: &SandboxPaths,
-    rootfs: &Path,
+    rootfs: &Overlay,
     uid: u32,
     gid: u32,
     additional_gids: &[u32],
@@ -210,6 +212,8 @@ pub fn build(
     let oom_score_adj = config.resources.oom_score_adj.unwrap_or(0).max(0);
 
     let mut mounts = vec![
+        // First: everything after it is mounted on top of the overlay (see `rootfs`).
+        json!({"destination": "/", "type": "overlay", "source": "overlay", "options": rootfs.options}),
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
@@ -314,7 +318,7 @@ pub fn build(
             "noNewPrivileges": config.security.no_new_privileges,
             "oomScoreAdj": oom_score_adj,
         },
-        "root": {"path": rootfs, "readonly": config.security.read_only_rootfs},
+        "root": {"path": rootfs.rootfs, "readonly": config.security.read_only_rootfs},
         "mounts": mounts,
         "linux": linux,
     }))
@@ -377,17 +381,10 @@ mod tests {
             hostname: "pod-a".into(),
             ..Default::default()
         };
-        let spec = build(
-            &c,
-            &ImageDefaults::default(),
-            &sandbox,
-            Path::new("/r"),
-            1000,
-            1000,
-            &[],
-            "/rudder/c1",
-        )
-        .unwrap();
+        let overlay = Overlay { rootfs: "/r/rootfs".into(), options: vec!["lowerdir=/l".into()] };
+        let spec =
+            build(&c, &ImageDefaults::default(), &sandbox, &overlay, 1000, 1000, &[], "/rudder/c1")
+                .unwrap();
         assert_eq!(spec["process"]["args"], json!(["sleep", "10"]));
         assert_eq!(spec["process"]["oomScoreAdj"], json!(0));
         assert_eq!(spec["linux"]["resources"]["memory"]["limit"], json!(64 << 20));
@@ -402,12 +399,18 @@ mod tests {
             .find(|m| m["destination"] == "/data")
             .unwrap();
         assert!(data["options"].as_array().unwrap().contains(&json!("size=1048576")));
+        // The overlay is the first mount, on /, of the (empty) root path.
+        assert_eq!(spec["root"]["path"], json!("/r/rootfs"));
+        assert_eq!(
+            spec["mounts"][0],
+            json!({"destination": "/", "type": "overlay", "source": "overlay", "options": ["lowerdir=/l"]})
+        );
 
         let err = build(
             &ContainerConfig::default(),
             &ImageDefaults::default(),
             &sandbox,
-            Path::new("/r"),
+            &overlay,
             0,
             0,
             &[],

@@ -2,16 +2,19 @@
 //! own /etc/passwd and /etc/group (never the host's).
 
 use std::fs;
-use std::path::Path;
+use std::path::PathBuf;
+
+use crate::rootfs::find_in_layers;
 
 /// The uid, gid and supplementary groups for `user` (`"1000"`, `"app"`, `"app:staff"`,
-/// `"1000:1000"`) inside `rootfs`. An empty user is root.
-pub fn resolve(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), String> {
+/// `"1000:1000"`) in the image files of `layers` (bottom first, as the overlay will show
+/// them). An empty user is root.
+pub fn resolve(layers: &[PathBuf], user: &str) -> Result<(u32, u32, Vec<u32>), String> {
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let passwd = read_db(rootfs, "etc/passwd");
+    let passwd = read_db(layers, "etc/passwd");
     let (uid, primary_gid, name) = if u.is_empty() {
         (0, 0, Some("root".to_owned()))
     } else if let Ok(uid) = u.parse::<u32>() {
@@ -31,7 +34,7 @@ pub fn resolve(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), String
         let gid = f.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
         (uid, gid, Some(u.to_owned()))
     };
-    let groups = read_db(rootfs, "etc/group");
+    let groups = read_db(layers, "etc/group");
     let gid = match g {
         None => primary_gid,
         Some(g) => match g.parse::<u32>() {
@@ -61,14 +64,9 @@ pub fn resolve(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), String
     Ok((uid, gid, extra))
 }
 
-/// Reads a colon-separated database from the rootfs; a symlink is not followed (it could
-/// point at the host's file), a missing file is empty.
-fn read_db(rootfs: &Path, rel: &str) -> Vec<Vec<String>> {
-    let path = rootfs.join(rel);
-    match fs::symlink_metadata(&path) {
-        Ok(m) if m.file_type().is_file() => {}
-        _ => return Vec::new(),
-    }
+/// Reads a colon-separated database from the image's layers; a missing file is empty.
+fn read_db(layers: &[PathBuf], rel: &str) -> Vec<Vec<String>> {
+    let Some(path) = find_in_layers(layers, rel) else { return Vec::new() };
     fs::read_to_string(&path)
         .unwrap_or_default()
         .lines()
@@ -92,12 +90,13 @@ mod tests {
         .unwrap();
         std::fs::write(dir.path().join("etc/group"), "root:x:0:\napp:x:1000:\nstaff:x:50:app\n")
             .unwrap();
-        assert_eq!(resolve(dir.path(), "").unwrap(), (0, 0, vec![]));
-        assert_eq!(resolve(dir.path(), "app").unwrap(), (1000, 1000, vec![50]));
-        assert_eq!(resolve(dir.path(), "1000").unwrap(), (1000, 1000, vec![50]));
-        assert_eq!(resolve(dir.path(), "app:staff").unwrap(), (1000, 50, vec![]));
-        assert_eq!(resolve(dir.path(), "4242:7").unwrap(), (4242, 7, vec![]));
-        let err = resolve(dir.path(), "nobody-here").unwrap_err();
+        let layers = [dir.path().to_owned()];
+        assert_eq!(resolve(&layers, "").unwrap(), (0, 0, vec![]));
+        assert_eq!(resolve(&layers, "app").unwrap(), (1000, 1000, vec![50]));
+        assert_eq!(resolve(&layers, "1000").unwrap(), (1000, 1000, vec![50]));
+        assert_eq!(resolve(&layers, "app:staff").unwrap(), (1000, 50, vec![]));
+        assert_eq!(resolve(&layers, "4242:7").unwrap(), (4242, 7, vec![]));
+        let err = resolve(&layers, "nobody-here").unwrap_err();
         assert!(err.contains("unable to find user nobody-here"), "{err}");
     }
 }

@@ -73,6 +73,18 @@ async fn exec_returns_output_and_exit_code() {
     rt.start_container(&id).await.unwrap();
     let r = rt.exec_sync(&id, &sh("echo $((6*7))"), 10).await.unwrap();
     assert_eq!((String::from_utf8_lossy(&r.stdout).trim(), r.exit_code), ("42", 0));
+    // The rootfs overlay is mounted in the container's mount namespace only: the node's
+    // mount table has nothing of it, and what the container writes lands in its layer.
+    let layout = rt.layout();
+    assert_eq!(rudder_runtime_native::rootfs::mounts_under(&layout.root), Vec::<String>::new());
+    assert_eq!(
+        rudder_runtime_native::rootfs::mounts_under(&layout.run),
+        vec![layout.run.display().to_string()]
+    );
+    let r = rt.exec_sync(&id, &sh("echo mine > /written-here"), 10).await.unwrap();
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    let upper = layout.layer_dir(&id).join("upper/written-here");
+    assert_eq!(std::fs::read_to_string(upper).unwrap(), "mine\n");
     let r = rt.exec_sync(&id, &sh("echo bad >&2; exit 7"), 10).await.unwrap();
     assert_eq!((String::from_utf8_lossy(&r.stderr).trim(), r.exit_code), ("bad", 7));
     // exec shares the container's pid namespace: the main process is pid 1 there.
