@@ -488,6 +488,8 @@ fn pod(name: &str, group: &str) -> Result<Pod> {
 #[derive(Default)]
 struct Seen {
     synced: bool,
+    /// When the pod was first seen with a node (bound by the scheduler).
+    bound: HashMap<String, Instant>,
     running: HashMap<String, Instant>,
     gone: HashMap<String, Instant>,
 }
@@ -508,9 +510,15 @@ fn watch_group(
                 Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
                     let running =
                         p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-                    if running && let Some(name) = p.metadata.name {
+                    let bound = p.spec.as_ref().is_some_and(|s| s.node_name.is_some());
+                    if let Some(name) = p.metadata.name {
                         tx.send_modify(|s| {
-                            s.running.entry(name).or_insert(now);
+                            if bound {
+                                s.bound.entry(name.clone()).or_insert(now);
+                            }
+                            if running {
+                                s.running.entry(name).or_insert(now);
+                            }
                         });
                     }
                 }
@@ -588,6 +596,7 @@ async fn run_group(
     let result = async {
         wait_seen(&mut rx, "the pod watch to sync", |s| s.synced).await?;
         let names: Vec<String> = (0..count).map(|i| format!("{group}-{i}")).collect();
+        let revision_before = store_revision(api).await?;
         let cpu_before = NodeCpu::now();
         let begin = Instant::now();
         let creates: Vec<_> = names
@@ -597,24 +606,32 @@ async fn run_group(
                 tokio::spawn(async move {
                     let sent = Instant::now();
                     api.create(&PostParams::default(), &pod?).await?;
-                    Ok::<_, anyhow::Error>(sent)
+                    Ok::<_, anyhow::Error>((sent, sent.elapsed()))
                 })
             })
             .collect();
         let mut sent = HashMap::with_capacity(count);
+        let mut create_latencies = Latencies::default();
         for (name, task) in names.iter().zip(creates) {
-            sent.insert(name.clone(), task.await??);
+            let (at, took) = task.await??;
+            sent.insert(name.clone(), at);
+            create_latencies.record(took);
         }
         let what = format!("{count} pods Running");
         wait_seen(&mut rx, &what, |s| names.iter().all(|n| s.running.contains_key(n))).await?;
         let cpu = NodeCpu::now().since(&cpu_before);
+        let writes = store_revision(api).await?.saturating_sub(revision_before);
         let mut latencies = Latencies::default();
+        let mut to_bound = Latencies::default();
         let mut last = begin;
         {
             let seen = rx.borrow();
             for (name, t0) in &sent {
                 let t1 = seen.running[name];
                 latencies.record(t1.saturating_duration_since(*t0));
+                // A pod seen Running is bound: the watch may skip the event in between.
+                let bound = seen.bound.get(name).copied().unwrap_or(t1);
+                to_bound.record(bound.saturating_duration_since(*t0));
                 last = last.max(t1);
             }
         }
@@ -623,9 +640,14 @@ async fn run_group(
         bench(&format!("{prefix}.p99"), latencies.quantile_ms(0.99), "ms");
         bench(&format!("{prefix}.max"), latencies.quantile_ms(1.0), "ms");
         bench(&format!("{prefix}.wall"), (last - begin).as_secs_f64() * 1000.0, "ms");
+        // The control plane's share (create, schedule, bind): the rest is the node's.
+        bench(&format!("pods.{group}.create_request.p50"), create_latencies.quantile_ms(0.5), "ms");
+        bench(&format!("pods.{group}.create_to_bound.p50"), to_bound.quantile_ms(0.5), "ms");
         // What starting them cost in CPU, whoever spent it (server, shims, containers),
         // per pod: unlike the latencies, independent of the order pods got the CPU in.
         bench(&format!("pods.{group}.cpu_per_pod"), cpu / count as f64, "ms");
+        // Every API write (pods, bindings, status, events, leases) moves the store's revision.
+        bench(&format!("pods.{group}.writes_per_pod"), writes as f64 / count as f64, "writes");
 
         if let Some(server) = server {
             shim_memory(server, count)?;
@@ -646,6 +668,13 @@ async fn run_group(
     .await;
     watch.abort();
     result
+}
+
+/// The store's revision now (a list's resourceVersion): one step per write, of any kind.
+async fn store_revision(api: &Api<Pod>) -> Result<u64> {
+    let list = api.list_metadata(&ListParams::default().limit(1)).await?;
+    let rv = list.metadata.resource_version.unwrap_or_default();
+    rv.parse().with_context(|| format!("resourceVersion {rv:?} is not a number"))
 }
 
 /// The shims of the server's containers (`<rudder> shim ...` processes started from its

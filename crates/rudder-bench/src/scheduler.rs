@@ -86,6 +86,10 @@ impl ServerProcess {
             .arg(dir.path())
             // Room for thousands of nodes: a /24 each out of a /8.
             .args(["--cluster-cidr", "10.0.0.0/8"])
+            // Simulated nodes only: no kubelet of the server's own (it would be one more
+            // node, start real sandboxes for the pods bound to it, in the host's network
+            // namespace, and leave them behind when the server is killed).
+            .arg("--disable-agent")
             .args(extra)
             .env("RUDDER_LOG", "warn")
             .stdout(Stdio::piped())
