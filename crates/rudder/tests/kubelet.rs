@@ -287,6 +287,26 @@ fn a_restarted_agent_adopts_running_containers() {
 #[test]
 fn rudder_up_shows_why_the_server_exited() {
     let home = tempfile::tempdir().unwrap();
+    // Should the server start after all, it does not outlive the test.
+    struct Kill(std::path::PathBuf);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let pid = std::fs::read_to_string(&self.0).ok().and_then(|p| p.parse().ok());
+            // Only that server: its command line names the data dir (the pid may be reused).
+            let dir = self.0.parent().unwrap().display().to_string();
+            let ours = |pid: i32| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&dir))
+            };
+            if let Some(pid) = pid.filter(|&p| ours(p)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let _kill = Kill(home.path().join("state/rudder.pid"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rudder"))
         .arg("up")
         .arg("--data-dir")
