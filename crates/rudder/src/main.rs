@@ -361,11 +361,12 @@ fn main() -> anyhow::Result<()> {
                         let ca = std::fs::read(tls.join("ca.crt")).context("reading the cluster CA")?;
                         let (state, _) = tokio::sync::watch::channel(Default::default());
                         let (shutdown, stop) = (agent_shutdown.clone(), agent_cancel.clone());
-                        agent_task = Some(tokio::spawn(async move {
+                        let agent = async move {
                             if let Err(e) = agent::run(opts, client, ca, state, shutdown, stop).await {
                                 tracing::error!(error = %format!("{e:#}"), "node agent stopped");
                             }
-                        }));
+                        };
+                        agent_task = Some(on_own_runtime("agent", agent)?);
                     }
                     println!("rudder API server listening on https://{}", started.address);
                     println!("admin kubeconfig: {}", started.kubeconfig.display());
@@ -394,6 +395,35 @@ fn main() -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// Runs `task` on a tokio runtime of its own, on threads named after `name`; the returned
+/// handle completes when the task has. The in-process node agent runs this way: its work
+/// (files, processes, netlink; much of it blocking, and slow when the disk is) then never
+/// holds up the threads that serve the API, schedule and run the controllers (BENCHMARKS.md:
+/// with the disk slow, a 30-pod batch's p50 stalled to 0.9-1.8 s on a shared runtime).
+fn on_own_runtime(
+    name: &str,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(format!("{name}-rt"))
+        .enable_all()
+        .build()
+        .with_context(|| format!("starting the {name}'s runtime"))?;
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            runtime.block_on(task);
+            // Blocking work still running (a stuck syscall) must not hold up the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            let _ = done.send(());
+        })
+        .with_context(|| format!("starting the {name}'s thread"))?;
+    Ok(tokio::spawn(async move {
+        let _ = finished.await;
+    }))
 }
 
 /// Standard base64 (kubeconfig `*-data` fields).
