@@ -150,9 +150,6 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// `MS_` flag re-export for callers that bind-mount.
-pub use nix::mount::MsFlags as MountFlags;
-
 #[cfg(test)]
 mod tests {
     use super::*;

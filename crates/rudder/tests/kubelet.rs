@@ -287,36 +287,27 @@ fn a_restarted_agent_adopts_running_containers() {
 #[test]
 fn rudder_up_shows_why_the_server_exited() {
     let home = tempfile::tempdir().unwrap();
+    let rudder = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rudder"))
+            .arg(args[0])
+            .arg("--data-dir")
+            .arg(home.path().join("state"))
+            .args(&args[1..])
+            .env("HOME", home.path())
+            .env_remove("KUBECONFIG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
     // Should the server start after all, it does not outlive the test.
-    struct Kill(std::path::PathBuf);
-    impl Drop for Kill {
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
+    impl Drop for Down<'_> {
         fn drop(&mut self) {
-            let pid = std::fs::read_to_string(&self.0).ok().and_then(|p| p.parse().ok());
-            // Only that server: its command line names the data dir (the pid may be reused).
-            let dir = self.0.parent().unwrap().display().to_string();
-            let ours = |pid: i32| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&dir))
-            };
-            if let Some(pid) = pid.filter(|&p| ours(p)) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            let _ = (self.0)(&["down", "--purge"]);
         }
     }
-    let _kill = Kill(home.path().join("state/rudder.pid"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rudder"))
-        .arg("up")
-        .arg("--data-dir")
-        .arg(home.path().join("state"))
-        .args(["--timeout", "30s", "--", "--no-such-flag"])
-        .env("HOME", home.path())
-        .env_remove("KUBECONFIG")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let _down = Down(&rudder);
+    let out = rudder(&["up", "--timeout", "30s", "--", "--no-such-flag"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rudder server exited"), "{err}");
