@@ -28,7 +28,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::io::AsyncBufReadExt;
 
-use crate::report::{Latencies, bench, note};
+use crate::report::{Latencies, bench, cpu_time, note};
 
 const IMAGE: &str = "rudder.test/busybox:1.0";
 const NODE_NAME: &str = "bench-node";
@@ -292,18 +292,6 @@ fn proc_kib(pid: i32, file: &str, field: &str) -> Result<u64> {
         .with_context(|| format!("{field} in /proc/{pid}/{file}"))?
         .parse()
         .with_context(|| format!("{field} in /proc/{pid}/{file}"))
-}
-
-/// User + system CPU time of a process so far.
-fn cpu_time(pid: i32) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may contain spaces) start at field 3 (state).
-    let rest = stat.rsplit_once(')').context("/proc/<pid>/stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()?
-        + fields.get(12).context("stime")?.parse::<u64>()?;
-    // USER_HZ is 100 on every Linux architecture rudder targets.
-    Ok(Duration::from_millis(ticks * 10))
 }
 
 /// The `rudder server` child (in this process's namespace), stopped on drop.

@@ -28,7 +28,7 @@ use rudder_sim::{SimConfig, SimNodes};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::report::{Latencies, bench, note};
+use crate::report::{Latencies, bench, cpu_time, note};
 
 pub struct Options {
     nodes: usize,
@@ -257,14 +257,18 @@ async fn throughput(binary: &Path, options: &Options) -> Result<()> {
 
     // Comparison: the API's create rate for the same pods, which nobody schedules.
     create_namespace(&client, "baseline").await?;
+    let cpu = CpuMeter::start(&server)?;
     let (_, took) = create_pods(&client, "baseline", "idle", options.pods, "nobody").await?;
     let create_rate = options.pods as f64 / took.as_secs_f64();
+    let create_cpu = cpu.per_pod(options.pods)?;
 
     create_namespace(&client, "bench").await?;
     let watch = watch_bound(&client, "bench", options.pods);
+    let cpu = CpuMeter::start(&server)?;
     let (started, _) =
         create_pods(&client, "bench", "p", options.pods, "default-scheduler").await?;
     let bound = watch.await?;
+    let bound_cpu = cpu.per_pod(options.pods)?;
     if bound.len() < options.pods {
         bail!("only {} of {} pods were bound", bound.len(), options.pods);
     }
@@ -285,9 +289,38 @@ async fn throughput(binary: &Path, options: &Options) -> Result<()> {
     bench(&format!("scheduler.{n}_nodes.create_to_bound.p50"), latencies.quantile_ms(0.5), "ms");
     bench(&format!("scheduler.{n}_nodes.create_to_bound.p99"), latencies.quantile_ms(0.99), "ms");
     bench(&format!("scheduler.{n}_nodes.api_create_only"), create_rate, "pods/s");
+    // Where the 2 cores went: the server's CPU per pod, and this process's (the creating
+    // clients, the watch and the simulated nodes), for either phase.
+    bench(&format!("scheduler.{n}_nodes.create_to_bound.server_cpu_per_pod"), bound_cpu.0, "ms");
+    bench(&format!("scheduler.{n}_nodes.create_to_bound.bench_cpu_per_pod"), bound_cpu.1, "ms");
+    bench(&format!("scheduler.{n}_nodes.api_create_only.server_cpu_per_pod"), create_cpu.0, "ms");
+    bench(&format!("scheduler.{n}_nodes.api_create_only.bench_cpu_per_pod"), create_cpu.1, "ms");
     bench(&format!("scheduler.{n}_nodes.server_rss"), server.rss_mib()?, "MiB");
     cancel.cancel();
     Ok(())
+}
+
+/// CPU time of the server and of this process since `start`.
+struct CpuMeter {
+    server_pid: i32,
+    server: Duration,
+    own: Duration,
+}
+
+impl CpuMeter {
+    fn start(server: &ServerProcess) -> Result<Self> {
+        let server_pid = server.child.id() as i32;
+        let own = cpu_time(std::process::id() as i32)?;
+        Ok(CpuMeter { server_pid, server: cpu_time(server_pid)?, own })
+    }
+
+    /// (server, own) milliseconds of CPU per pod since `start`.
+    fn per_pod(&self, pods: usize) -> Result<(f64, f64)> {
+        let server = cpu_time(self.server_pid)?.saturating_sub(self.server);
+        let own = cpu_time(std::process::id() as i32)?.saturating_sub(self.own);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0 / pods as f64;
+        Ok((ms(server), ms(own)))
+    }
 }
 
 async fn memory(binary: &Path, options: &Options) -> Result<()> {
