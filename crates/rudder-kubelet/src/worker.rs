@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actions::{self, PodActions, Start};
 use crate::handlers;
+use crate::labels;
 use crate::pod_status::{self, StatusInput, Waiting};
 use crate::runtime_config;
 use crate::shared::Shared;
@@ -137,13 +138,14 @@ impl PodWorker {
 
     async fn pod_runtime_state(&self, uid: &str) -> (Vec<PodSandboxStatus>, Vec<ContainerStatus>) {
         let rt = &self.shared.runtime;
-        let sandboxes: Vec<PodSandboxStatus> = match rt.list_pod_sandboxes().await {
-            Ok(all) => actions::sandboxes_of(uid, &all).into_iter().cloned().collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "listing sandboxes failed");
-                Vec::new()
-            }
-        };
+        let sandboxes: Vec<PodSandboxStatus> =
+            match rt.list_pod_sandboxes_labelled(labels::POD_UID, uid).await {
+                Ok(own) => actions::sandboxes_of(uid, &own).into_iter().cloned().collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing sandboxes failed");
+                    Vec::new()
+                }
+            };
         let mut containers = Vec::new();
         for s in &sandboxes {
             match rt.list_containers(Some(&s.id)).await {

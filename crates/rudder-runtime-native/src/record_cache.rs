@@ -87,6 +87,44 @@ impl<T: DeserializeOwned> RecordCache<T> {
     }
 }
 
+/// What never changes about a record while it exists (a sandbox's labels, the sandbox a
+/// container belongs to), by id. Listing one pod's sandboxes or one sandbox's containers
+/// passes over everyone else's ids with this instead of a `stat` and a record each: the
+/// kubelet lists on every pass over every pod, so that was quadratic in the node's pods.
+/// Ids are random and never reused, so an entry can only be stale for an id that is gone,
+/// and a listing starts from the ids on disk.
+pub struct Facts<V> {
+    entries: Mutex<HashMap<String, V>>,
+}
+
+impl<V> Default for Facts<V> {
+    fn default() -> Self {
+        Facts { entries: Mutex::default() }
+    }
+}
+
+impl<V: Clone> Facts<V> {
+    pub fn get(&self, id: &str) -> Option<V> {
+        self.lock().get(id).cloned()
+    }
+
+    pub fn insert(&self, id: &str, value: V) {
+        let mut entries = self.lock();
+        if entries.len() >= MAX_ENTRIES && !entries.contains_key(id) {
+            entries.clear();
+        }
+        entries.insert(id.to_owned(), value);
+    }
+
+    pub fn forget(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, V>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +154,20 @@ mod tests {
         fs::remove_file(&path).unwrap();
         assert!(cache.read(&path).unwrap().is_none());
         assert!(cache.lock().is_empty());
+    }
+
+    #[test]
+    fn facts_are_kept_by_id_until_forgotten_and_bounded() {
+        let facts = Facts::<u32>::default();
+        assert_eq!(facts.get("a"), None);
+        facts.insert("a", 1);
+        assert_eq!(facts.get("a"), Some(1));
+        facts.forget("a");
+        assert_eq!(facts.get("a"), None);
+        for i in 0..MAX_ENTRIES + 1 {
+            facts.insert(&i.to_string(), 0);
+        }
+        assert!(facts.lock().len() <= MAX_ENTRIES);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! [`crate::layout`]), so a new instance over the same directories adopts whatever an
 //! earlier one (or an earlier agent process) started.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,7 +27,7 @@ use crate::layout::{
     write_json,
 };
 use crate::providers::{ImageProvider, NetworkProvider};
-use crate::record_cache::RecordCache;
+use crate::record_cache::{Facts, RecordCache};
 use crate::shim::{ShimArgs, cleanup_libcontainer};
 use crate::spec::{self, SandboxPaths};
 use crate::streaming;
@@ -55,6 +56,9 @@ pub struct NativeRuntime {
     sandboxes: RecordCache<SandboxRecord>,
     containers: RecordCache<ContainerRecord>,
     started: RecordCache<StartedRecord>,
+    /// Sandbox id -> its labels; container id -> its sandbox id (see [`Facts`]).
+    sandbox_labels: Facts<Arc<BTreeMap<String, String>>>,
+    container_sandbox: Facts<Arc<str>>,
 }
 
 impl std::fmt::Debug for NativeRuntime {
@@ -123,6 +127,8 @@ impl NativeRuntime {
             sandboxes: RecordCache::default(),
             containers: RecordCache::default(),
             started: RecordCache::default(),
+            sandbox_labels: Facts::default(),
+            container_sandbox: Facts::default(),
         })
     }
 
@@ -131,17 +137,27 @@ impl NativeRuntime {
     }
 
     fn sandbox_record(&self, id: &str) -> Result<Arc<SandboxRecord>> {
-        self.sandboxes
+        let rec = self
+            .sandboxes
             .read(&self.layout.sandbox_dir(id).join("sandbox.json"))
             .map_err(internal)?
-            .ok_or_else(|| RuntimeError::SandboxNotFound(id.to_owned()))
+            .ok_or_else(|| RuntimeError::SandboxNotFound(id.to_owned()))?;
+        if self.sandbox_labels.get(id).is_none() {
+            self.sandbox_labels.insert(id, Arc::new(rec.config.labels.clone()));
+        }
+        Ok(rec)
     }
 
     fn container_record(&self, id: &str) -> Result<Arc<ContainerRecord>> {
-        self.containers
+        let rec = self
+            .containers
             .read(&self.layout.container_dir(id).join("container.json"))
             .map_err(internal)?
-            .ok_or_else(|| RuntimeError::ContainerNotFound(id.to_owned()))
+            .ok_or_else(|| RuntimeError::ContainerNotFound(id.to_owned()))?;
+        if self.container_sandbox.get(id).is_none() {
+            self.container_sandbox.insert(id, Arc::from(rec.sandbox_id.as_str()));
+        }
+        Ok(rec)
     }
 
     fn started_record(&self, id: &str) -> Result<Option<Arc<StartedRecord>>> {
@@ -356,6 +372,7 @@ impl NativeRuntime {
         let owner = id.to_owned();
         self.containers.forget(&dir);
         self.started.forget(&dir);
+        self.container_sandbox.forget(id);
         blocking(move || {
             cleanup_libcontainer(&root, &owner);
             rootfs::unmount(&dir).map_err(internal)?;
@@ -472,6 +489,7 @@ impl Runtime for NativeRuntime {
         let sid = sandbox_id.to_owned();
         blocking(move || network.teardown(&sid)).await?;
         self.sandboxes.forget(&dir);
+        self.sandbox_labels.forget(sandbox_id);
         fs::remove_dir_all(&dir).map_err(io_ctx(format!("removing {}", dir.display())))
     }
 
@@ -483,6 +501,27 @@ impl Runtime for NativeRuntime {
         let mut out = Vec::new();
         for id in Self::ids_in(&self.layout.sandboxes()) {
             if let Ok(rec) = self.sandbox_record(&id) {
+                out.push(Self::sandbox_status(&rec));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_pod_sandboxes_labelled(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<PodSandboxStatus>> {
+        let matches =
+            |labels: &BTreeMap<String, String>| labels.get(key).map(String::as_str) == Some(value);
+        let mut out = Vec::new();
+        for id in Self::ids_in(&self.layout.sandboxes()) {
+            if self.sandbox_labels.get(&id).is_some_and(|labels| !matches(&labels)) {
+                continue;
+            }
+            if let Ok(rec) = self.sandbox_record(&id)
+                && matches(&rec.config.labels)
+            {
                 out.push(Self::sandbox_status(&rec));
             }
         }
@@ -615,6 +654,11 @@ impl Runtime for NativeRuntime {
     async fn list_containers(&self, sandbox_id: Option<&str>) -> Result<Vec<ContainerStatus>> {
         let mut out = Vec::new();
         for id in Self::ids_in(&self.layout.containers()) {
+            if let (Some(wanted), Some(owner)) = (sandbox_id, self.container_sandbox.get(&id))
+                && *owner != *wanted
+            {
+                continue;
+            }
             let Ok(rec) = self.container_record(&id) else { continue };
             if sandbox_id.is_none_or(|s| rec.sandbox_id == s) {
                 out.push(self.status_of(&rec)?);

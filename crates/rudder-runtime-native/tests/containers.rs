@@ -269,3 +269,35 @@ async fn limits_read_only_rootfs_tmpfs_and_capabilities_apply() {
     let r = rt.exec_sync(&id, &sh("grep CapBnd /proc/self/status"), 10).await.unwrap();
     assert!(String::from_utf8_lossy(&r.stdout).contains("0000000000000000"), "{r:?}");
 }
+
+#[tokio::test]
+async fn listing_one_pods_sandboxes_and_one_sandboxs_containers() {
+    let t = runtime_with(Arc::new(HostNetworkOnly));
+    let rt = &t.runtime;
+    let mut ids = Vec::new();
+    for name in ["list-a", "list-b"] {
+        let mut cfg = pod(name, true);
+        cfg.labels.insert("pod-uid".into(), format!("uid-{name}"));
+        let sb = rt.run_pod_sandbox(&cfg).await.unwrap();
+        let c = rt.create_container(&sb, &container("main", sh("true")), &cfg).await.unwrap();
+        ids.push((sb, c));
+    }
+    let [(sb_a, c_a), (sb_b, c_b)] = &ids[..] else { unreachable!() };
+    // Twice: the first pass reads every record, the second answers from what it learnt.
+    for _ in 0..2 {
+        let own = rt.list_pod_sandboxes_labelled("pod-uid", "uid-list-a").await.unwrap();
+        assert_eq!(own.iter().map(|s| &s.id).collect::<Vec<_>>(), vec![sb_a]);
+        let own = rt.list_containers(Some(sb_b)).await.unwrap();
+        assert_eq!(own.iter().map(|c| &c.id).collect::<Vec<_>>(), vec![c_b]);
+        assert_eq!(rt.list_pod_sandboxes().await.unwrap().len(), 2);
+        assert_eq!(rt.list_containers(None).await.unwrap().len(), 2);
+    }
+    assert!(rt.list_pod_sandboxes_labelled("pod-uid", "uid-other").await.unwrap().is_empty());
+    rt.remove_pod_sandbox(sb_a).await.unwrap();
+    assert!(rt.list_pod_sandboxes_labelled("pod-uid", "uid-list-a").await.unwrap().is_empty());
+    assert!(rt.container_status(c_a).await.is_err());
+    let own = rt.list_containers(Some(sb_b)).await.unwrap();
+    assert_eq!(own.iter().map(|c| &c.id).collect::<Vec<_>>(), vec![c_b]);
+    rt.remove_pod_sandbox(sb_b).await.unwrap();
+    assert!(rt.list_containers(None).await.unwrap().is_empty());
+}

@@ -65,6 +65,18 @@ pub trait Runtime: Send + Sync + 'static {
     async fn remove_pod_sandbox(&self, sandbox_id: &str) -> Result<()>;
     async fn pod_sandbox_status(&self, sandbox_id: &str) -> Result<PodSandboxStatus>;
     async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>>;
+    /// The sandboxes labelled `key` = `value` (the CRI's label filter; the kubelet asks for
+    /// one pod's by its UID label). Runtimes that can pass over the others without reading
+    /// them override this.
+    async fn list_pod_sandboxes_labelled(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<PodSandboxStatus>> {
+        let mut all = self.list_pod_sandboxes().await?;
+        all.retain(|s| s.labels.get(key).map(String::as_str) == Some(value));
+        Ok(all)
+    }
 
     // ---- containers ----
     /// Prepares a container (rootfs, spec) in a sandbox; it does not run yet.
