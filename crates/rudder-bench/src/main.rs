@@ -3,6 +3,7 @@
 //! (another backend, a bare baseline) in the same run.
 
 mod api;
+mod measure;
 mod pods;
 mod report;
 mod runtime;

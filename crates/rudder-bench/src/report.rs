@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-
 /// Latencies of one measured operation.
 #[derive(Clone, Default)]
 pub struct Latencies {
@@ -43,16 +41,4 @@ pub fn bench(name: &str, value: f64, unit: &str) {
 /// Context lines that are not figures (machine, settings).
 pub fn note(text: &str) {
     println!("# {text}");
-}
-
-/// User + system CPU time of a process so far.
-pub fn cpu_time(pid: i32) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may contain spaces) start at field 3 (state).
-    let rest = stat.rsplit_once(')').context("/proc/<pid>/stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()?
-        + fields.get(12).context("stime")?.parse::<u64>()?;
-    // USER_HZ is 100 on every Linux architecture rudder targets.
-    Ok(Duration::from_millis(ticks * 10))
 }

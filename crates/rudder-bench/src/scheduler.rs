@@ -28,7 +28,8 @@ use rudder_sim::{SimConfig, SimNodes};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::report::{Latencies, bench, cpu_time, note};
+use crate::measure::{cpu_time, store_revision};
+use crate::report::{Latencies, bench, note};
 
 pub struct Options {
     nodes: usize,
@@ -264,11 +265,14 @@ async fn throughput(binary: &Path, options: &Options) -> Result<()> {
 
     create_namespace(&client, "bench").await?;
     let watch = watch_bound(&client, "bench", options.pods);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "bench");
+    let revision_before = store_revision(&pods).await?;
     let cpu = CpuMeter::start(&server)?;
     let (started, _) =
         create_pods(&client, "bench", "p", options.pods, "default-scheduler").await?;
     let bound = watch.await?;
     let bound_cpu = cpu.per_pod(options.pods)?;
+    let writes = store_revision(&pods).await?.saturating_sub(revision_before);
     if bound.len() < options.pods {
         bail!("only {} of {} pods were bound", bound.len(), options.pods);
     }
@@ -293,6 +297,13 @@ async fn throughput(binary: &Path, options: &Options) -> Result<()> {
     // clients, the watch and the simulated nodes), for either phase.
     bench(&format!("scheduler.{n}_nodes.create_to_bound.server_cpu_per_pod"), bound_cpu.0, "ms");
     bench(&format!("scheduler.{n}_nodes.create_to_bound.bench_cpu_per_pod"), bound_cpu.1, "ms");
+    // Every API write until the last pod was bound (creates, bindings, events, the simulated
+    // nodes' status updates and Lease renewals), per pod.
+    bench(
+        &format!("scheduler.{n}_nodes.create_to_bound.writes_per_pod"),
+        writes as f64 / options.pods as f64,
+        "writes",
+    );
     bench(&format!("scheduler.{n}_nodes.api_create_only.server_cpu_per_pod"), create_cpu.0, "ms");
     bench(&format!("scheduler.{n}_nodes.api_create_only.bench_cpu_per_pod"), create_cpu.1, "ms");
     bench(&format!("scheduler.{n}_nodes.server_rss"), server.rss_mib()?, "MiB");
