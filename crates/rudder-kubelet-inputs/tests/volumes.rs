@@ -164,6 +164,17 @@ async fn empty_dirs_on_disk_and_memory_then_teardown() {
 }
 
 #[tokio::test]
+async fn a_pod_without_volumes_gets_no_directory() {
+    let f = Fixture::new();
+    let p = pod("uid-bare", vec![]);
+    let volumes = f.manager.setup(&p, &MemorySource::new(), &node()).await.unwrap();
+    assert!(volumes.volumes.is_empty());
+    assert!(!f.dir.path().join("pods/uid-bare").exists());
+    assert!(f.manager.list_pod_uids().unwrap().is_empty());
+    f.manager.teardown("uid-bare").await.unwrap();
+}
+
+#[tokio::test]
 async fn config_map_and_secret_volumes_refresh_atomically() {
     let f = Fixture::new();
     let source = MemorySource::new();

@@ -220,7 +220,13 @@ impl VolumeManager {
     ) -> Result<(PodVolumes, bool), VolumeError> {
         let uid = Self::pod_uid(pod)?;
         let volumes_dir = self.pod_dir(uid)?.join("volumes");
-        std::fs::create_dir_all(&volumes_dir).map_err(io_error("creating", &volumes_dir))?;
+        // A pod without volumes gets no directory: two inodes less on the node's disk per
+        // pod start (and removal), which the disk's inode allocator makes dear under churn.
+        let has_volumes =
+            pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).is_some_and(|v| !v.is_empty());
+        if has_volumes {
+            std::fs::create_dir_all(&volumes_dir).map_err(io_error("creating", &volumes_dir))?;
+        }
         let mut prepared = PodVolumes::default();
         let mut changed = false;
         let mut first_error = None;
