@@ -450,10 +450,13 @@ async fn progress_deadline_exceeded_until_the_pods_become_ready() {
     let mut m = manifest("web", 1, json!(null), "busybox:1");
     m["spec"]["progressDeadlineSeconds"] = json!(1);
     create(&h.client, "d7", m).await;
-    let d = wait_for("ProgressDeadlineExceeded", || async {
+    // The deadline (1 s) can pass before the ReplicaSet reports its pod (a loaded machine):
+    // wait for the status that counts it too, which the ReplicaSet's update brings.
+    let d = wait_for("ProgressDeadlineExceeded with the pod counted", || async {
         let d = get(&h.client, "d7", "web").await;
         let c = condition(&d, "Progressing")?;
-        (c.reason.as_deref() == Some("ProgressDeadlineExceeded")).then_some(d)
+        let counted = d.status.as_ref()?.updated_replicas == Some(1);
+        (c.reason.as_deref() == Some("ProgressDeadlineExceeded") && counted).then_some(d)
     })
     .await;
     let rs_name = replica_sets(&h.client, "d7", "web").await[0].metadata.name.clone().unwrap();
