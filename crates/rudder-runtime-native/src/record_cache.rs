@@ -116,6 +116,13 @@ impl<V: Clone> Facts<V> {
         entries.insert(id.to_owned(), value);
     }
 
+    /// Records `make()` for `id` unless something is recorded already.
+    pub fn remember(&self, id: &str, make: impl FnOnce() -> V) {
+        if !self.lock().contains_key(id) {
+            self.insert(id, make());
+        }
+    }
+
     pub fn forget(&self, id: &str) {
         self.lock().remove(id);
     }
@@ -160,7 +167,8 @@ mod tests {
     fn facts_are_kept_by_id_until_forgotten_and_bounded() {
         let facts = Facts::<u32>::default();
         assert_eq!(facts.get("a"), None);
-        facts.insert("a", 1);
+        facts.remember("a", || 1);
+        facts.remember("a", || 2);
         assert_eq!(facts.get("a"), Some(1));
         facts.forget("a");
         assert_eq!(facts.get("a"), None);

@@ -142,9 +142,7 @@ impl NativeRuntime {
             .read(&self.layout.sandbox_dir(id).join("sandbox.json"))
             .map_err(internal)?
             .ok_or_else(|| RuntimeError::SandboxNotFound(id.to_owned()))?;
-        if self.sandbox_labels.get(id).is_none() {
-            self.sandbox_labels.insert(id, Arc::new(rec.config.labels.clone()));
-        }
+        self.sandbox_labels.remember(id, || Arc::new(rec.config.labels.clone()));
         Ok(rec)
     }
 
@@ -154,9 +152,7 @@ impl NativeRuntime {
             .read(&self.layout.container_dir(id).join("container.json"))
             .map_err(internal)?
             .ok_or_else(|| RuntimeError::ContainerNotFound(id.to_owned()))?;
-        if self.container_sandbox.get(id).is_none() {
-            self.container_sandbox.insert(id, Arc::from(rec.sandbox_id.as_str()));
-        }
+        self.container_sandbox.remember(id, || Arc::from(rec.sandbox_id.as_str()));
         Ok(rec)
     }
 
