@@ -14,6 +14,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
+/// The allocator the `rudder` binary uses, so that the simulated nodes and clients in this
+/// process cost what `rudder sim nodes` costs.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The `rudder` binary the server suites start: `--rudder PATH`, else the one next to this
 /// binary.
 fn rudder_binary(given: Option<&Path>) -> Result<PathBuf> {

@@ -16,6 +16,12 @@ mod image;
 mod sim;
 mod up;
 
+/// jemalloc instead of glibc's malloc: under the API server's load (many threads, a large
+/// heap of short-lived JSON values) glibc's arenas took about 15 % of the server's CPU
+/// (BENCHMARKS.md, scheduler at scale, fourth session).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The Kubernetes version rudder's API reports and follows.
 const KUBERNETES_VERSION: &str = "v1.33.0";
 
