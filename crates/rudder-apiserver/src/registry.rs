@@ -62,8 +62,11 @@ fn check_fields(
     else {
         return Ok(Vec::new());
     };
-    // A value of the wrong type is a decoding error whatever the validation mode.
-    if let Some(e) = rudder_openapi::first_type_error(definition, obj) {
+    // A value of the wrong type is a decoding error whatever the validation mode; unknown
+    // fields are looked for in the same walk unless they are ignored.
+    let mut unknown = Vec::new();
+    let collect = (mode != FieldValidation::Ignore).then_some(&mut unknown);
+    if let Err(e) = rudder_openapi::check(definition, obj, collect) {
         return Err(ApiError::bad_request(format!(
             "{kind} in version \"{version}\" cannot be handled as a {kind}: json: cannot unmarshal {found} into Go struct field {kind}.{path} of type {expected}",
             kind = info.kind,
@@ -73,13 +76,8 @@ fn check_fields(
             expected = e.expected,
         )));
     }
-    if mode == FieldValidation::Ignore {
-        return Ok(Vec::new());
-    }
-    let unknown: Vec<String> = rudder_openapi::validate_fields(definition, obj)
-        .into_iter()
-        .map(|path| format!("unknown field \"{path}\""))
-        .collect();
+    let unknown: Vec<String> =
+        unknown.into_iter().map(|path| format!("unknown field \"{path}\"")).collect();
     if unknown.is_empty() {
         return Ok(unknown);
     }

@@ -4,9 +4,11 @@
 //! validation to the server) and the schemas with `x-kubernetes-group-version-kind`, patch
 //! strategies and merge keys. Schemas come from k8s-openapi; the extensions from our table.
 //!
-//! [`validate_fields`] checks an object against its schema the way the API server's strict
-//! field validation does (unknown and duplicate-typed fields).
+//! [`check`] checks an object against its schema the way the API server's decoding and strict
+//! field validation do (values of the wrong JSON type, unknown fields), in one walk over the
+//! schemas compiled once into a graph.
 
+mod compiled;
 mod extensions;
 mod kinds;
 mod strict;
@@ -18,7 +20,7 @@ use rudder_api::ResourceInfo;
 use rudder_api::resources::builtin_resources;
 use serde_json::{Map, Value, json};
 
-pub use strict::{TypeError, first_type_error, validate_fields};
+pub use strict::{TypeError, check, first_type_error, validate_fields};
 
 /// Every schema, keyed by upstream's definition name (`io.k8s.api.apps.v1.Deployment`).
 pub fn definitions() -> &'static Map<String, Value> {
