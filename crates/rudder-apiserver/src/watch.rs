@@ -34,52 +34,55 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
 /// Events a watch response may have produced but not yet sent before it is ended.
 const OUT_BUFFER: usize = 256;
 
-/// Where a watcher's changes come from.
-enum Source {
-    Store(rudder_store::WatchStream),
-    Cache {
-        replay: VecDeque<Arc<Change>>,
-        live: broadcast::Receiver<Arc<Change>>,
-        skip_through: i64,
-    },
+/// Where a watcher's changes come from: the store's history first when the requested
+/// revision is older than the watch cache's (up to the cache's revision at subscription),
+/// then the cache's replay and live changes.
+struct Source {
+    history: Option<rudder_store::WatchStream>,
+    replay: VecDeque<Arc<Change>>,
+    live: broadcast::Receiver<Arc<Change>>,
+    skip_through: i64,
+}
+
+/// A store event as the cache would have made it.
+fn store_change(event: rudder_store::Event) -> Change {
+    let new = match event.event_type {
+        EventType::Deleted => None,
+        _ => decode(&event.kv).ok().map(Arc::new),
+    };
+    let old = event.prev.as_ref().and_then(|p| decode(p).ok()).map(Arc::new);
+    Change::new(event.revision(), event.kv.key, new, old)
 }
 
 impl Source {
     /// The next change, or the `Status` that ends the watch.
     async fn next(&mut self) -> Option<Result<Arc<Change>, Value>> {
-        match self {
-            Source::Store(events) => {
-                let event = match events.next().await? {
-                    Ok(e) => e,
-                    Err(e) => return Some(Err(store_error_status(e))),
-                };
-                let new = match event.event_type {
-                    EventType::Deleted => None,
-                    _ => decode(&event.kv).ok().map(Arc::new),
-                };
-                let old = event.prev.as_ref().and_then(|p| decode(p).ok()).map(Arc::new);
-                Some(Ok(Arc::new(Change::new(event.revision(), event.kv.key, new, old))))
+        if let Some(events) = &mut self.history {
+            let event = match events.next().await? {
+                Ok(e) => e,
+                Err(e) => return Some(Err(store_error_status(e))),
+            };
+            if event.revision() <= self.skip_through {
+                if event.revision() == self.skip_through {
+                    self.history = None;
+                }
+                return Some(Ok(Arc::new(store_change(event))));
             }
-            Source::Cache { replay, live, skip_through } => {
-                if let Some(c) = replay.pop_front() {
-                    return Some(Ok(c));
+            // Past the cache's revision at subscription: the live changes have this one.
+            self.history = None;
+        }
+        if let Some(c) = self.replay.pop_front() {
+            return Some(Ok(c));
+        }
+        loop {
+            match self.live.recv().await {
+                Ok(c) if c.revision <= self.skip_through => continue,
+                Ok(c) => return Some(Ok(c)),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::info!(missed, "a watcher fell behind the watch cache and is ended");
+                    return Some(Err(expired("the watch fell behind and was ended; watch again")));
                 }
-                loop {
-                    match live.recv().await {
-                        Ok(c) if c.revision <= *skip_through => continue,
-                        Ok(c) => return Some(Ok(c)),
-                        Err(broadcast::error::RecvError::Lagged(missed)) => {
-                            tracing::info!(
-                                missed,
-                                "a watcher fell behind the watch cache and is ended"
-                            );
-                            return Some(Err(expired(
-                                "the watch fell behind and was ended; watch again",
-                            )));
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     }
@@ -146,39 +149,18 @@ pub async fn watch(
                 .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?,
         ),
     };
-    let subscription = reg
+    let sub = reg
         .cache
         .subscribe(info, requested)
         .await
         .map_err(|e| ApiError::from_store(e, info, ""))?;
-    let (initial, source, start) = match subscription {
-        Some(sub) => {
-            let initial: Vec<Arc<Value>> = sub
-                .initial
-                .into_iter()
-                .filter(|o| {
-                    let k = object::key(
-                        info,
-                        object::meta_str(o, "namespace"),
-                        object::name(o).unwrap_or_default(),
-                    );
-                    keys.matches(&k) && filter.matches(o)
-                })
-                .collect();
-            let source = Source::Cache {
-                replay: sub.replay.into(),
-                live: sub.live,
-                skip_through: sub.skip_through,
-            };
-            (initial, source, sub.revision)
-        }
-        None => {
-            // Older than the cache's window: the store may still have that history.
-            let from = requested.unwrap_or(0) + 1;
-            tracing::info!(
+    let history = match sub.history_from {
+        Some(from) => {
+            tracing::debug!(
                 resource = info.plural,
                 from,
-                "watch served from the store: older than the watch cache's window"
+                through = sub.skip_through,
+                "watch starts from the store: older than the watch cache's window"
             );
             let events = reg.store.watch(&keys.key, from).await.map_err(|e| match e {
                 rudder_store::StoreError::Compacted { .. } => {
@@ -186,8 +168,28 @@ pub async fn watch(
                 }
                 e => ApiError::from_store(e, info, ""),
             })?;
-            (Vec::new(), Source::Store(events), from - 1)
+            Some(events)
         }
+        None => None,
+    };
+    let initial: Vec<Arc<Value>> = sub
+        .initial
+        .into_iter()
+        .filter(|o| {
+            let k = object::key(
+                info,
+                object::meta_str(o, "namespace"),
+                object::name(o).unwrap_or_default(),
+            );
+            keys.matches(&k) && filter.matches(o)
+        })
+        .collect();
+    let start = sub.revision;
+    let source = Source {
+        history,
+        replay: sub.replay.into(),
+        live: sub.live,
+        skip_through: sub.skip_through,
     };
     let clock = reg.clock.clone();
     let timeout = q.timeout_seconds.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
@@ -334,5 +336,69 @@ mod tests {
         let recent =
             Query { watch: true, resource_version: Some("5".into()), ..Default::default() };
         assert!(watch(&reg, &target, &recent, Form::Object).await.is_ok());
+    }
+
+    /// A watch from a revision older than the watch cache's start (an informer that listed
+    /// from the store before the cache ran) gets the store's history up to the cache's
+    /// revision, then the cache's changes: each change once, in order, and no store watch
+    /// of its own left once it has caught up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_older_revision_is_bridged_from_the_store_to_the_cache() {
+        use futures::StreamExt;
+        use rudder_store::{SqliteConfig, SqliteStorage};
+
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteStorage::open(SqliteConfig::new(dir.path().join("db"))).unwrap();
+        let store: Arc<dyn Storage> = Arc::new(sqlite.clone());
+        let put = |name: &str, v: &str| {
+            let store = store.clone();
+            let key = format!("/registry/core/configmaps/default/{name}");
+            let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "default"}, "data": {"v": v}});
+            async move {
+                let bytes = Bytes::from(serde_json::to_vec(&body).unwrap());
+                match store.get(&key).await.unwrap() {
+                    Some(kv) => store.update(&key, bytes, kv.mod_revision).await.unwrap(),
+                    None => store.create(&key, bytes).await.unwrap(),
+                }
+                .mod_revision
+            }
+        };
+        let r0 = put("a", "0").await;
+        let r1 = put("b", "1").await;
+        let r2 = put("a", "2").await;
+        let reg = Registry {
+            store: store.clone(),
+            clock: Arc::new(SystemClock),
+            cache: WatchCache::new(store.clone()),
+        };
+        let target = parse_target("", "v1", &["namespaces", "default", "configmaps"]).unwrap();
+        // The cache starts now, at r2: r0 is older than anything it has.
+        reg.cache.subscribe(target.info, None).await.unwrap();
+        let from =
+            Query { watch: true, resource_version: Some(r0.to_string()), ..Default::default() };
+        let response = watch(&reg, &target, &from, Form::Object).await.unwrap();
+        let r3 = put("c", "3").await;
+        let r4 = put("b", "4").await;
+        let mut body = response.into_body().into_data_stream();
+        let mut seen = Vec::new();
+        let mut text = String::new();
+        while seen.len() < 4 {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+                .await
+                .expect("the watch sends every change")
+                .unwrap()
+                .unwrap();
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+            while let Some(end) = text.find('\n') {
+                let line: Value = serde_json::from_str(&text[..end]).unwrap();
+                text.drain(..=end);
+                let rv = line["object"]["metadata"]["resourceVersion"].as_str().unwrap();
+                seen.push((line["type"].as_str().unwrap().to_owned(), rv.parse::<i64>().unwrap()));
+            }
+        }
+        let expected = [("ADDED", r1), ("MODIFIED", r2), ("ADDED", r3), ("MODIFIED", r4)];
+        assert_eq!(seen, expected.map(|(t, r)| (t.to_owned(), r)));
+        assert_eq!(sqlite.watcher_count(), 1, "only the cache's own store watch is left");
     }
 }

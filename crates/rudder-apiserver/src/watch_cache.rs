@@ -80,6 +80,9 @@ pub struct Subscription {
     pub skip_through: i64,
     /// The revision the initial objects or the replay end at.
     pub revision: i64,
+    /// The requested revision is older than the cache's history: the changes from this
+    /// revision through `skip_through` are to be read from the store first (then `live`).
+    pub history_from: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -205,26 +208,38 @@ impl WatchCache {
         &self,
         info: &ResourceInfo,
         from: Option<i64>,
-    ) -> Result<Option<Subscription>, rudder_store::StoreError> {
+    ) -> Result<Subscription, rudder_store::StoreError> {
         let cache = self.cache(info).await?;
         let state = cache.state.read().expect("cache lock");
         let live = cache.tx.subscribe();
         Ok(match from {
-            None => Some(Subscription {
+            None => Subscription {
                 initial: state.objects.values().cloned().collect(),
                 replay: Vec::new(),
                 live,
                 skip_through: state.revision,
                 revision: state.revision,
-            }),
-            Some(after) if after < state.oldest => None,
-            Some(after) => Some(Subscription {
+                history_from: None,
+            },
+            // Older than the history kept here (a watcher that lists from the store before
+            // the cache starts, or one far behind): the store has the history up to the
+            // cache's point, the cache everything after it.
+            Some(after) if after < state.oldest => Subscription {
+                initial: Vec::new(),
+                replay: Vec::new(),
+                live,
+                skip_through: state.revision,
+                revision: after,
+                history_from: Some(after + 1),
+            },
+            Some(after) => Subscription {
                 initial: Vec::new(),
                 replay: state.history.iter().filter(|c| c.revision > after).cloned().collect(),
                 live,
                 skip_through: state.revision.max(after),
                 revision: state.revision.max(after),
-            }),
+                history_from: None,
+            },
         })
     }
 
@@ -283,7 +298,7 @@ mod tests {
         let store: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         put(&*store, "a", "1").await;
         let cache = WatchCache::new(store.clone());
-        let mut now = cache.subscribe(cms(), None).await.unwrap().unwrap();
+        let mut now = cache.subscribe(cms(), None).await.unwrap();
         assert_eq!(now.initial.len(), 1);
         let r2 = put(&*store, "b", "2").await;
         let r3 = put(&*store, "a", "3").await;
@@ -294,30 +309,32 @@ mod tests {
         assert_eq!(c.old.as_ref().unwrap()["data"]["v"], "1");
         assert_eq!(c.new.as_ref().unwrap()["data"]["v"], "3");
         // Resuming after r2 replays exactly the change at r3.
-        let resumed = cache.subscribe(cms(), Some(r2)).await.unwrap().unwrap();
+        let resumed = cache.subscribe(cms(), Some(r2)).await.unwrap();
         assert_eq!(resumed.replay.iter().map(|c| c.revision).collect::<Vec<_>>(), vec![r3]);
         let (objects, revision) = cache.snapshot(cms()).await.unwrap();
         assert_eq!((objects.len(), revision), (2, r3));
     }
 
     #[tokio::test]
-    async fn history_is_bounded_and_too_old_is_refused() {
+    async fn history_is_bounded_and_older_revisions_come_from_the_store() {
         let store: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let first = put(&*store, "a", "0").await;
         let cache = WatchCache::with_limits(store.clone(), 3, 64);
-        let mut live = cache.subscribe(cms(), None).await.unwrap().unwrap();
+        let mut live = cache.subscribe(cms(), None).await.unwrap();
         for i in 1..=5 {
             put(&*store, "a", &i.to_string()).await;
         }
         for _ in 0..5 {
             next(&mut live).await;
         }
-        assert!(
-            cache.subscribe(cms(), Some(first)).await.unwrap().is_none(),
-            "older than the window"
+        let old = cache.subscribe(cms(), Some(first)).await.unwrap();
+        assert_eq!(
+            (old.history_from, old.replay.len(), old.skip_through),
+            (Some(first + 1), 0, first + 5),
+            "older than the window: from the store up to the cache's revision"
         );
-        let recent = cache.subscribe(cms(), Some(first + 2)).await.unwrap().unwrap();
-        assert_eq!(recent.replay.len(), 3);
+        let recent = cache.subscribe(cms(), Some(first + 2)).await.unwrap();
+        assert_eq!((recent.history_from, recent.replay.len()), (None, 3));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,7 +345,7 @@ mod tests {
         let cache = WatchCache::new(store.clone());
         let mut subs = Vec::new();
         for _ in 0..50 {
-            subs.push(cache.subscribe(cms(), None).await.unwrap().unwrap());
+            subs.push(cache.subscribe(cms(), None).await.unwrap());
         }
         assert_eq!(sqlite.watcher_count(), 1);
         let r = put(&*store, "x", "1").await;
@@ -341,8 +358,8 @@ mod tests {
     async fn a_watcher_that_falls_behind_is_told_so() {
         let store: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let cache = WatchCache::with_limits(store.clone(), 100, 2);
-        let mut slow = cache.subscribe(cms(), None).await.unwrap().unwrap();
-        let mut fast = cache.subscribe(cms(), None).await.unwrap().unwrap();
+        let mut slow = cache.subscribe(cms(), None).await.unwrap();
+        let mut fast = cache.subscribe(cms(), None).await.unwrap();
         for i in 0..5 {
             put(&*store, "a", &i.to_string()).await;
             next(&mut fast).await;

@@ -92,7 +92,8 @@ impl ServerProcess {
             // namespace, and leave them behind when the server is killed).
             .arg("--disable-agent")
             .args(extra)
-            .env("RUDDER_LOG", "warn")
+            // Warnings only, unless the caller asks for more (`RUDDER_LOG=info rudder-bench ...`).
+            .env("RUDDER_LOG", std::env::var("RUDDER_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -258,6 +259,7 @@ async fn throughput(binary: &Path, options: &Options) -> Result<()> {
 
     // Comparison: the API's create rate for the same pods, which nobody schedules.
     create_namespace(&client, "baseline").await?;
+    note(&format!("creating {} pods nobody schedules", options.pods));
     let cpu = CpuMeter::start(&server)?;
     let (_, took) = create_pods(&client, "baseline", "idle", options.pods, "nobody").await?;
     let create_rate = options.pods as f64 / took.as_secs_f64();
@@ -268,6 +270,7 @@ async fn throughput(binary: &Path, options: &Options) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "bench");
     let revision_before = store_revision(&pods).await?;
     let cpu = CpuMeter::start(&server)?;
+    note(&format!("creating {} pods for the scheduler", options.pods));
     let (started, _) =
         create_pods(&client, "bench", "p", options.pods, "default-scheduler").await?;
     let bound = watch.await?;
