@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufReader;
 use std::process::{Command, Stdio};
 
-use common::{KUBECTL, KillOnDrop, Server, Sim, eventually};
+use common::{DEADLINE, KUBECTL, KillOnDrop, Server, Sim, eventually};
 use serde_json::Value;
 
 const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seeds");
@@ -55,7 +55,8 @@ fn rollout_status(server: &Server, target: &str) {
 }
 
 /// Watches pods with `kubectl get -w` and records, once all `replicas` are ready, the most
-/// pods and the fewest ready pods seen at any moment.
+/// pods and the fewest ready pods seen at any moment. `start` returns once the watch has
+/// seen them all ready, so a change made after it is observed from its beginning.
 struct PodWatch {
     child: KillOnDrop,
     reader: std::thread::JoinHandle<(usize, usize, usize)>,
@@ -71,6 +72,7 @@ impl PodWatch {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (armed_tx, armed_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut ready: BTreeMap<String, bool> = BTreeMap::new();
             let (mut armed, mut max_total, mut min_ready, mut events) = (false, 0, usize::MAX, 0);
@@ -86,7 +88,10 @@ impl PodWatch {
                 }
                 let total = ready.len();
                 let n_ready = ready.values().filter(|r| **r).count();
-                armed |= total == replicas && n_ready == replicas;
+                if !armed && total == replicas && n_ready == replicas {
+                    armed = true;
+                    let _ = armed_tx.send(());
+                }
                 if armed {
                     events += 1;
                     max_total = max_total.max(total);
@@ -95,7 +100,11 @@ impl PodWatch {
             }
             (max_total, min_ready, events)
         });
-        PodWatch { child: KillOnDrop(child), reader }
+        let child = KillOnDrop(child);
+        armed_rx
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("the watch never saw {replicas} ready pods"));
+        PodWatch { child, reader }
     }
 
     /// Stops watching: (most pods, fewest ready pods, events seen after arming).
