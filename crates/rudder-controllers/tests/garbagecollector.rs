@@ -28,6 +28,26 @@ fn start_gc(client: &kube::Client) -> tokio_util::sync::CancellationToken {
     })
 }
 
+/// Returns once the collector has seen every pod created in `ns` before the call: a barrier
+/// pod whose owner never existed is created after them, and the collector, which sees one
+/// resource's changes in order, deletes it.
+async fn collector_has_seen_pods(client: &kube::Client, ns: &str) {
+    let never = OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: "never-existed".into(),
+        uid: "0d1c0a5e-0000-4000-8000-000000000000".into(),
+        controller: None,
+        block_owner_deletion: None,
+    };
+    pod(client, ns, "collector-barrier", vec![never], &[]).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    eventually("the barrier pod collected", || async {
+        gone(&pods, "collector-barrier").await.then_some(())
+    })
+    .await;
+}
+
 fn uids(refs: &Option<Vec<OwnerReference>>) -> Vec<String> {
     refs.iter().flatten().map(|r| r.uid.clone()).collect()
 }
@@ -194,6 +214,9 @@ async fn orphan_deletion_keeps_dependents_without_the_reference() {
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "orphan");
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "orphan");
+    // Orphaning strips the references the collector knows of; a pod it has not seen yet
+    // would keep its reference and be collected once the owner is gone (as upstream).
+    collector_has_seen_pods(&client, "orphan").await;
     cms.delete("owner", &DeleteParams::orphan()).await.unwrap();
     eventually("the orphaning owner to go", || async { gone(&cms, "owner").await.then_some(()) })
         .await;

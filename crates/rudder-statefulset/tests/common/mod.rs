@@ -102,14 +102,26 @@ fn binder(client: &Client, cancel: CancellationToken) {
                 },
             };
             let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            let _ = api
-                .create_subresource::<Binding, Value>(
-                    "binding",
-                    &name,
-                    &PostParams::default(),
-                    &binding,
-                )
-                .await;
+            // A failed binding is retried (a loaded machine can time a request out); a
+            // pod bound or gone meanwhile answers 409 or 404 and is left alone.
+            for attempt in 1..=5 {
+                match api
+                    .create_subresource::<Binding, Value>(
+                        "binding",
+                        &name,
+                        &PostParams::default(),
+                        &binding,
+                    )
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => break,
+                    Err(e) => {
+                        eprintln!("binding {ns}/{name} (attempt {attempt}): {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
         }
     });
 }
@@ -188,21 +200,41 @@ pub fn label<'a>(pod: &'a Pod, key: &str) -> &'a str {
 /// Waits until the set's status shows `ready` ready replicas of `replicas`, all at one
 /// revision, observed at its generation; returns the set.
 pub async fn wait_settled(client: &Client, ns: &str, name: &str, replicas: i32) -> StatefulSet {
-    wait_for(&format!("StatefulSet {name} settled at {replicas}"), || async {
-        let set = sets(client, ns).get(name).await.ok()?;
-        let s = set.status.clone()?;
-        let done = s.observed_generation == set.metadata.generation
-            && s.replicas == replicas
-            && s.ready_replicas == Some(replicas)
-            && s.available_replicas == Some(replicas)
-            && s.updated_replicas == Some(replicas)
-            && s.current_replicas == Some(replicas)
-            && s.current_revision.is_some()
-            && s.current_revision == s.update_revision;
-        let pods = pod_names(client, ns).await;
-        (done && pods.len() == replicas as usize).then_some(set)
-    })
-    .await
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let set = sets(client, ns).get(name).await.ok();
+        let status = set.as_ref().and_then(|s| s.status.clone());
+        let done = set.as_ref().zip(status.as_ref()).is_some_and(|(set, s)| {
+            s.observed_generation == set.metadata.generation
+                && s.replicas == replicas
+                && s.ready_replicas == Some(replicas)
+                && s.available_replicas == Some(replicas)
+                && s.updated_replicas == Some(replicas)
+                && s.current_replicas == Some(replicas)
+                && s.current_revision.is_some()
+                && s.current_revision == s.update_revision
+        });
+        let pods = pods(client, ns).list(&ListParams::default()).await.expect("list pods").items;
+        if done && pods.len() == replicas as usize {
+            return set.expect("done");
+        }
+        // What a failure needs to be understood: the set's status and every pod's state.
+        let pods: Vec<String> = pods
+            .iter()
+            .map(|p| {
+                let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                format!("{:?} {node:?} {phase:?} {}", p.metadata.name, is_ready(p))
+            })
+            .collect();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for StatefulSet {name} settled at {replicas}: \
+             generation {:?}, status {status:?}; pods (name, node, phase, ready) {pods:?}",
+            set.as_ref().and_then(|s| s.metadata.generation)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub async fn events(client: &Client, ns: &str, involved: &str) -> Vec<Event> {
