@@ -217,11 +217,12 @@ impl Registry {
         } else {
             meta_mut(&mut obj).remove("namespace");
         }
-        let generate_name =
-            object::meta_str(&obj, "generateName").filter(|g| !g.is_empty()).map(str::to_owned);
-        if object::name(&obj).is_none()
-            && let Some(base) = &generate_name
-        {
+        // generateName makes the name only when none is given (as upstream): an object with
+        // both that meets a taken name is AlreadyExists, never stored under another name.
+        let generate_name = object::meta_str(&obj, "generateName")
+            .filter(|g| !g.is_empty() && object::name(&obj).is_none())
+            .map(str::to_owned);
+        if let Some(base) = &generate_name {
             meta_mut(&mut obj)
                 .insert("name".into(), json!(format!("{base}{}", object::name_suffix())));
         }
@@ -274,7 +275,8 @@ impl Registry {
         Ok(Written::new(result?, true, &warnings))
     }
 
-    /// Stores a new object, picking another generated name when one is taken.
+    /// Stores a new object, picking another generated name when a generated one is taken
+    /// (`generate_name` is set only when the server made the name).
     async fn create_with_retries(
         &self,
         t: &Target,

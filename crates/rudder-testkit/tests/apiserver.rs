@@ -1,6 +1,6 @@
 //! API server behaviours controllers rely on, as a client sees them: admission, the
-//! namespace finalize subresource, update rules (uid precondition, owner references,
-//! podCIDR), EndpointSlice generations.
+//! namespace finalize subresource, generateName, update rules (uid precondition, owner
+//! references, podCIDR), EndpointSlice generations.
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
@@ -204,4 +204,36 @@ async fn endpoint_slices_have_a_generation() {
     let eps = serde_json::json!({ "endpoints": [{ "addresses": ["10.0.0.2"] }] });
     let bumped = slices.patch("s", &PatchParams::default(), &Patch::Merge(&eps)).await.unwrap();
     assert_eq!(bumped.metadata.generation, Some(2));
+}
+
+/// A name given with generateName is the name (upstream's rule): creating it again is 409
+/// AlreadyExists, not a second object under a generated name. The StatefulSet controller
+/// sends both and relies on that when a create is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_name_is_used_only_without_a_name() {
+    let cluster = TestCluster::start().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    let pp = PostParams::default();
+    let mut named = pod("web-0", serde_json::json!({}));
+    named.metadata.generate_name = Some("web-".into());
+    pods.create(&pp, &named).await.unwrap();
+    match pods.create(&pp, &named).await {
+        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (409, "AlreadyExists")),
+        other => panic!("a taken name with generateName must be AlreadyExists: {other:?}"),
+    }
+    let mut generated = pod("", serde_json::json!({}));
+    generated.metadata.name = None;
+    generated.metadata.generate_name = Some("web-".into());
+    let made = pods.create(&pp, &generated).await.unwrap();
+    let name = made.metadata.name.unwrap();
+    assert!(name.starts_with("web-") && name.len() == "web-".len() + 5, "{name}");
+    let names: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
 }
