@@ -53,7 +53,8 @@ suites:
       a rudder server process (next to this binary) with simulated nodes: create-to-bound
       pods/s and p50/p99 against the API's create-only rate; server RSS with and without
       pods
-  pods [--sequential 10] [--batch 30] [--burst 100] [--idle-seconds 60] [--rudder PATH] [--skip-runtime]  (root)
+  pods [--sequential 10] [--batch 30] [--burst 100] [--idle-seconds 60] [--rudder PATH]
+       [--skip-runtime] [--server-arg FLAG]...  (root)
       a whole node (rudder server with its kubelet, next to this binary) in its own network
       namespace: spawn to Node Ready, create-to-Running p50/p99/max of a batch and a burst of
       pods created at once, delete-to-gone, shim memory per pod, idle server RSS and CPU;

@@ -49,6 +49,8 @@ pub struct Options {
     burst: usize,
     idle_seconds: u64,
     skip_runtime: bool,
+    /// Extra `rudder server` flags (e.g. `--parallel-pod-starts 30` to compare).
+    server_args: Vec<String>,
     /// Set in the re-executed process: the namespace it runs in and the prepared data dir.
     in_netns: Option<String>,
     data_dir: Option<PathBuf>,
@@ -63,6 +65,7 @@ impl Options {
             burst: 100,
             idle_seconds: 60,
             skip_runtime: false,
+            server_args: Vec::new(),
             in_netns: None,
             data_dir: None,
         };
@@ -76,6 +79,7 @@ impl Options {
                 "--burst" => o.burst = value()?.parse()?,
                 "--idle-seconds" => o.idle_seconds = value()?.parse()?,
                 "--skip-runtime" => o.skip_runtime = true,
+                "--server-arg" => o.server_args.push(value()?.clone()),
                 "--in-netns" => o.in_netns = Some(value()?.clone()),
                 "--data-dir" => o.data_dir = Some(value()?.into()),
                 other => bail!("unknown option {other:?}"),
@@ -129,6 +133,9 @@ pub async fn run(o: Options) -> Result<()> {
         .args(["--sequential", &o.sequential.to_string()])
         .args(["--batch", &o.batch.to_string(), "--burst", &o.burst.to_string()])
         .args(["--idle-seconds", &o.idle_seconds.to_string()]);
+    for arg in &o.server_args {
+        inner_cmd.arg("--server-arg").arg(arg);
+    }
     let inner_ok = forward(inner_cmd, &mut figures).await?;
     drop(node);
     if !inner_ok {
@@ -303,12 +310,13 @@ struct Server {
 
 impl Server {
     /// Starts the server; returns it and when it printed that it listens.
-    async fn start(binary: &Path, data_dir: &Path) -> Result<(Self, Instant)> {
+    async fn start(binary: &Path, data_dir: &Path, extra: &[String]) -> Result<(Self, Instant)> {
         let mut child = std::process::Command::new(binary)
             .args(["server", "--data-dir"])
             .arg(data_dir)
             .args(["--bind-address", "127.0.0.1", "--port", "0"])
             .args(["--node-name", NODE_NAME, "--node-ip", "127.0.0.1"])
+            .args(extra)
             .env("RUDDER_LOG", std::env::var("RUDDER_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -385,7 +393,7 @@ async fn inner(o: Options) -> Result<()> {
     let data_dir = o.data_dir.clone().context("--in-netns needs --data-dir")?;
     let binary = crate::rudder_binary(o.rudder.as_deref())?;
     let spawned = Instant::now();
-    let (server, listening) = Server::start(&binary, &data_dir).await?;
+    let (server, listening) = Server::start(&binary, &data_dir, &o.server_args).await?;
     let client = server.client();
     let result = match &client {
         Ok(client) => measure(&server, client, &o, spawned, listening).await,

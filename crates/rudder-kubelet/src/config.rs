@@ -24,6 +24,9 @@ pub struct KubeletConfig {
     pub cluster_dns: Vec<String>,
     pub cluster_domain: String,
     pub max_pods: u32,
+    /// Pods that start (volumes, sandbox, containers) at once; more wait their turn
+    /// (`start_slots`). Default: twice the CPUs.
+    pub parallel_pod_starts: usize,
     /// Extra node labels (`--node-labels`) and registration taints (`--register-with-taints`).
     pub node_labels: BTreeMap<String, String>,
     pub register_with_taints: Vec<Taint>,
@@ -66,6 +69,7 @@ impl KubeletConfig {
             cluster_dns: Vec::new(),
             cluster_domain: "cluster.local".into(),
             max_pods: 110,
+            parallel_pod_starts: crate::start_slots::default_size(),
             node_labels: BTreeMap::new(),
             register_with_taints: Vec::new(),
             node_lease_duration_seconds: 40,

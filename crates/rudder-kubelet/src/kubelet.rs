@@ -24,6 +24,7 @@ use crate::manager::Manager;
 use crate::node::{self, Readiness};
 use crate::probes::Probes;
 use crate::shared::Shared;
+use crate::start_slots::StartSlots;
 use crate::status_writer::StatusWriter;
 
 pub type RuntimeFuture =
@@ -175,6 +176,7 @@ pub async fn run(
             allocatable: node_capacity,
         },
         node_memory_bytes: machine.memory_bytes,
+        start_slots: StartSlots::new(cfg.parallel_pod_starts),
     });
     tokio::spawn(shared.status.clone().run(
         deps.client.clone(),

@@ -8,7 +8,8 @@
 //! Lease), [`actions`] (pure: what a pod needs next), [`pod_status`] (pure: the status to
 //! report), [`backoff`], [`runtime_config`] (Pod -> runtime configs), [`worker`] (one task per
 //! pod doing the I/O), [`manager`] (the pod watch, the runtime relist, orphan cleanup),
-//! [`probes`], [`status_writer`] (batched status patches), [`logs`] (`kubectl logs` files).
+//! [`start_slots`] (how many pods start at once), [`probes`], [`status_writer`] (batched
+//! status patches), [`logs`] (`kubectl logs` files).
 
 pub mod actions;
 pub mod backoff;
@@ -25,6 +26,7 @@ pub mod pod_status;
 pub mod probes;
 pub mod runtime_config;
 pub mod shared;
+pub mod start_slots;
 pub mod status_writer;
 pub mod streaming;
 pub mod worker;

@@ -12,6 +12,7 @@ use rudder_runtime::Runtime;
 use crate::backoff::Backoff;
 use crate::config::KubeletConfig;
 use crate::probes::Probes;
+use crate::start_slots::StartSlots;
 use crate::status_writer::StatusWriter;
 
 pub struct Shared {
@@ -29,6 +30,7 @@ pub struct Shared {
     pub image_backoff: Mutex<Backoff>,
     pub node_info: NodeInfoForVolumes,
     pub node_memory_bytes: u64,
+    pub start_slots: StartSlots,
 }
 
 impl std::fmt::Debug for Shared {

@@ -21,6 +21,7 @@ use crate::labels;
 use crate::pod_status::{self, StatusInput, Waiting};
 use crate::runtime_config;
 use crate::shared::Shared;
+use crate::start_slots::Slot;
 
 /// How soon a failed step (mount, sandbox, API) is tried again.
 const RETRY: Duration = Duration::from_secs(2);
@@ -187,6 +188,13 @@ impl PodWorker {
         let plan = actions::compute(pod, &sandboxes, &containers, &liveness);
         let mut sandbox = sandboxes.iter().find(|s| s.state == PodSandboxState::Ready).cloned();
         self.kill(pod, &plan, &containers).await;
+        // Starting something: wait for this node's turn (`start_slots`), held to the end of
+        // the pass except while pulling images and running postStart hooks.
+        let shared = self.shared.clone();
+        let mut slot = None;
+        if plan.create_sandbox || !plan.start.is_empty() {
+            slot = Some(shared.start_slots.take().await);
+        }
 
         // Volumes are ready before any container starts (and refreshed now and then).
         if self.volumes.is_none() || (plan.create_sandbox && !plan.start.is_empty()) {
@@ -285,9 +293,15 @@ impl PodWorker {
                 }
                 self.shared.crash_backoff().record_retry(&key, now);
             }
-            match self.start_container(pod, spec, start, &sandbox, &pod_ip, &history).await {
+            match self.start_container(pod, spec, start, &sandbox, &pod_ip, slot.as_mut()).await {
                 Ok(()) => {
                     self.waiting.remove(&start.name);
+                    // Keep the previous attempt (for `logs --previous`), remove older ones.
+                    for c in history.get(start.name.as_str()).into_iter().flatten() {
+                        if c.metadata.attempt + 1 < start.attempt {
+                            let _ = self.shared.runtime.remove_container(&c.id).await;
+                        }
+                    }
                 }
                 Err((reason, message, retry)) => {
                     self.waiting.insert(start.name.clone(), (reason, message));
@@ -425,12 +439,12 @@ impl PodWorker {
         start: &Start,
         sandbox: &PodSandboxStatus,
         pod_ip: &str,
-        history: &std::collections::BTreeMap<&str, Vec<&ContainerStatus>>,
+        mut slot: Option<&mut Slot<'_>>,
     ) -> Result<(), (String, String, Duration)> {
         let sh = &self.shared;
         let who = Some((start.name.as_str(), start.init));
         let image = spec.image.clone().unwrap_or_default();
-        self.ensure_image(pod, spec, start, &image).await?;
+        self.ensure_image(pod, spec, start, &image, slot.as_deref_mut()).await?;
 
         let services = {
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -510,18 +524,17 @@ impl PodWorker {
             "Started",
             format!("Started container {}", start.name),
         );
-        // Keep the previous attempt (for `logs --previous`), remove older ones.
-        if let Some(old) = history.get(start.name.as_str()) {
-            for c in old.iter().filter(|c| c.metadata.attempt + 1 < start.attempt) {
-                let _ = sh.runtime.remove_container(&c.id).await;
-            }
-        }
         if let Some(h) = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
             let target = handlers::Target { container: spec, container_id: &id, host: pod_ip };
-            if let Err(e) =
-                run_hook(&*sh.runtime, h, &target, Duration::from_secs(grace_of(pod).max(1) as u64))
-                    .await
-            {
+            let budget = Duration::from_secs(grace_of(pod).max(1) as u64);
+            if let Some(s) = slot.as_deref_mut() {
+                s.pause();
+            }
+            let hook = run_hook(&*sh.runtime, h, &target, budget).await;
+            if let Some(s) = slot {
+                s.resume().await;
+            }
+            if let Err(e) = hook {
                 sh.event(
                     pod,
                     who,
@@ -541,6 +554,7 @@ impl PodWorker {
         spec: &Container,
         start: &Start,
         image: &str,
+        mut slot: Option<&mut Slot<'_>>,
     ) -> Result<(), (String, String, Duration)> {
         let sh = &self.shared;
         let who = Some((start.name.as_str(), start.init));
@@ -587,7 +601,14 @@ impl PodWorker {
         let credentials = self.pull_credentials(pod).await;
         sh.event(pod, who, EventType::Normal, "Pulling", format!("Pulling image \"{image}\""));
         let started = Instant::now();
-        match sh.runtime.pull_image(image, &credentials).await {
+        if let Some(s) = slot.as_deref_mut() {
+            s.pause();
+        }
+        let pulled = sh.runtime.pull_image(image, &credentials).await;
+        if let Some(s) = slot {
+            s.resume().await;
+        }
+        match pulled {
             Ok(info) => {
                 sh.image_backoff().reset(&key);
                 sh.event(

@@ -31,6 +31,8 @@ pub struct AgentOptions {
     pub bridge: String,
     /// Registries pulled from over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Pods started at once (None: the kubelet's default).
+    pub parallel_pod_starts: Option<usize>,
 }
 
 /// The host's name, lower-cased (upstream's default node name).
@@ -101,6 +103,9 @@ pub async fn run(
     cfg.cluster_dns = options.cluster_dns.clone();
     cfg.cluster_domain = options.cluster_domain.clone();
     cfg.node_labels.extend(options.node_labels.iter().cloned());
+    if let Some(n) = options.parallel_pod_starts {
+        cfg.parallel_pod_starts = n;
+    }
     let data_dir = options.data_dir.clone();
     let bridge = options.bridge.clone();
     let insecure = options.insecure_registries.clone();

@@ -177,6 +177,10 @@ struct NodeFlags {
     /// Registries (`host:port`) pulled from over plain HTTP.
     #[arg(long = "insecure-registry", value_delimiter = ',')]
     insecure_registries: Vec<String>,
+    /// Pods the node starts at once (volumes, sandbox, containers); later ones wait their
+    /// turn. Default: twice the CPUs.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    parallel_pod_starts: Option<usize>,
 }
 
 impl NodeFlags {
@@ -191,6 +195,7 @@ impl NodeFlags {
             node_labels: self.node_labels.clone(),
             bridge: self.bridge.clone(),
             insecure_registries: self.insecure_registries.clone(),
+            parallel_pod_starts: self.parallel_pod_starts,
         }
     }
 }
