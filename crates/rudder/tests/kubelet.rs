@@ -258,6 +258,51 @@ spec:
 }
 
 #[test]
+fn a_pod_in_its_post_start_hook_gives_its_start_slot_to_the_next_pod() {
+    // One start slot: `plain` can only start while `hooked` waits in its postStart hook
+    // (which never ends until the test lets it) if the hook does not hold the slot.
+    let node = NodeServer::start_with(|_| vec!["--parallel-pod-starts".into(), "1".into()]);
+    let s = node.server();
+    node.apply(&manifest(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: hooked}
+spec:
+  terminationGracePeriodSeconds: 300
+  containers:
+  - name: main
+    image: IMAGE
+    command: [sleep, "3600"]
+    lifecycle:
+      postStart:
+        exec: {command: [sh, -c, 'i=0; until [ -f /tmp/go ] || [ $i -ge 600 ]; do sleep 0.2; i=$((i+1)); done']}
+"#,
+    ));
+    eventually("hooked's container started (its hook runs)", || {
+        let events =
+            s.kubectl(&["get", "events", "--field-selector", "involvedObject.name=hooked"]);
+        events.contains("Started container main").then_some(())
+    });
+    node.apply(&manifest(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: plain}
+spec:
+  containers:
+  - name: main
+    image: IMAGE
+    command: [sleep, "3600"]
+"#,
+    ));
+    wait_phase(&node, "plain", "Running");
+    assert_eq!(phase(&node, "hooked"), "Pending", "hooked is still in its postStart hook");
+    s.kubectl(&["exec", "hooked", "--", "touch", "/tmp/go"]);
+    wait_phase(&node, "hooked", "Running");
+}
+
+#[test]
 fn a_restarted_agent_adopts_running_containers() {
     let mut node = NodeServer::start();
     node.apply(&manifest(

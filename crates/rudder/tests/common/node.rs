@@ -199,6 +199,19 @@ impl Drop for NodeServer {
             let _ = server.child.kill();
             let _ = server.child.wait();
         }
+        if let Some(dir) = &self.dir {
+            // Containers whose pods the kubelet did not get to stop (a failed test): their
+            // processes outlive their shims, so kill what is in each sandbox's netns.
+            let rt = &rudder_runtime_native::layout::node_run_dirs(dir.path())[1];
+            for e in std::fs::read_dir(rt.join("sandboxes")).into_iter().flatten().flatten() {
+                let netns = rudder_net::names::netns_name(&e.file_name().to_string_lossy());
+                let pids = run(Command::new("ip").args(["netns", "pids", &netns]));
+                for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+                let _ = Command::new("ip").args(["netns", "del", &netns]).status();
+            }
+        }
         if let Some(dir) = data_dir {
             let needle = dir.to_string_lossy().into_owned();
             for pid in processes_mentioning(&needle) {
