@@ -14,18 +14,12 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 #[derive(Debug)]
 pub struct StartSlots {
     slots: Semaphore,
-    size: usize,
 }
 
 impl StartSlots {
     /// `size` pods may start at once (at least one).
     pub fn new(size: usize) -> Self {
-        let size = size.max(1);
-        StartSlots { slots: Semaphore::new(size), size }
-    }
-
-    pub fn size(&self) -> usize {
-        self.size
+        StartSlots { slots: Semaphore::new(size.max(1)) }
     }
 
     /// Slots free now.
@@ -137,7 +131,7 @@ mod tests {
 
     #[test]
     fn a_size_of_zero_is_one() {
-        assert_eq!(StartSlots::new(0).size(), 1);
+        assert_eq!(StartSlots::new(0).available(), 1);
         assert!(default_size() >= 2);
     }
 }
