@@ -61,6 +61,16 @@ impl Slot<'_> {
     }
 }
 
+/// Runs `work` (a wait that is not start work) with the slot, if any, given up meanwhile;
+/// takes a slot again before returning.
+pub async fn without_slot<T>(slot: Option<&mut Slot<'_>>, work: impl Future<Output = T>) -> T {
+    let Some(slot) = slot else { return work.await };
+    slot.pause();
+    let out = work.await;
+    slot.resume().await;
+    out
+}
+
 /// Upstream's kubelet has no such limit; twice the CPUs keeps the CPUs busy while some
 /// starts wait on the disk, and no more.
 pub fn default_size() -> usize {

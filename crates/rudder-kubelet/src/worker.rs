@@ -21,7 +21,7 @@ use crate::labels;
 use crate::pod_status::{self, StatusInput, Waiting};
 use crate::runtime_config;
 use crate::shared::Shared;
-use crate::start_slots::Slot;
+use crate::start_slots::{Slot, without_slot};
 
 /// How soon a failed step (mount, sandbox, API) is tried again.
 const RETRY: Duration = Duration::from_secs(2);
@@ -527,13 +527,7 @@ impl PodWorker {
         if let Some(h) = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
             let target = handlers::Target { container: spec, container_id: &id, host: pod_ip };
             let budget = Duration::from_secs(grace_of(pod).max(1) as u64);
-            if let Some(s) = slot.as_deref_mut() {
-                s.pause();
-            }
-            let hook = run_hook(&*sh.runtime, h, &target, budget).await;
-            if let Some(s) = slot {
-                s.resume().await;
-            }
+            let hook = without_slot(slot, run_hook(&*sh.runtime, h, &target, budget)).await;
             if let Err(e) = hook {
                 sh.event(
                     pod,
@@ -554,7 +548,7 @@ impl PodWorker {
         spec: &Container,
         start: &Start,
         image: &str,
-        mut slot: Option<&mut Slot<'_>>,
+        slot: Option<&mut Slot<'_>>,
     ) -> Result<(), (String, String, Duration)> {
         let sh = &self.shared;
         let who = Some((start.name.as_str(), start.init));
@@ -601,13 +595,7 @@ impl PodWorker {
         let credentials = self.pull_credentials(pod).await;
         sh.event(pod, who, EventType::Normal, "Pulling", format!("Pulling image \"{image}\""));
         let started = Instant::now();
-        if let Some(s) = slot.as_deref_mut() {
-            s.pause();
-        }
-        let pulled = sh.runtime.pull_image(image, &credentials).await;
-        if let Some(s) = slot {
-            s.resume().await;
-        }
+        let pulled = without_slot(slot, sh.runtime.pull_image(image, &credentials)).await;
         match pulled {
             Ok(info) => {
                 sh.image_backoff().reset(&key);

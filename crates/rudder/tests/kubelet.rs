@@ -260,7 +260,8 @@ spec:
 #[test]
 fn a_pod_in_its_post_start_hook_gives_its_start_slot_to_the_next_pod() {
     // One start slot: `plain` can only start while `hooked` waits in its postStart hook
-    // (which never ends until the test lets it) if the hook does not hold the slot.
+    // (which lasts until the test lets it end, two minutes at most) if the hook does not
+    // hold the slot.
     let node = NodeServer::start_with(|_| vec!["--parallel-pod-starts".into(), "1".into()]);
     let s = node.server();
     node.apply(&manifest(
