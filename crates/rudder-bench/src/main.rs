@@ -49,7 +49,7 @@ suites:
       concurrent, against a bare libcontainer create+start of the same bundle; layer unpack
       MB/s against GNU tar
   scheduler [--nodes 5000] [--pods 10000] [--memory-nodes 1000] [--memory-pods 30000]
-            [--rudder PATH]
+            [--rudder PATH] [--only throughput|memory] [--server-arg ARG]... [--heartbeat-seconds 10]
       a rudder server process (next to this binary) with simulated nodes: create-to-bound
       pods/s and p50/p99 against the API's create-only rate; server RSS with and without
       pods

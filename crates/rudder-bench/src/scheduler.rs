@@ -39,6 +39,8 @@ pub struct Options {
     rudder: Option<PathBuf>,
     server_args: Vec<String>,
     only: Option<String>,
+    /// The simulated nodes' Lease renewal period (a kubelet's is 10 s).
+    heartbeat_interval: Duration,
 }
 
 impl Options {
@@ -51,6 +53,7 @@ impl Options {
             rudder: None,
             server_args: Vec::new(),
             only: None,
+            heartbeat_interval: SimConfig::default().heartbeat_interval,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -63,6 +66,9 @@ impl Options {
                 "--rudder" => o.rudder = Some(value()?.into()),
                 "--server-arg" => o.server_args.push(value()?.clone()),
                 "--only" => o.only = Some(value()?.clone()),
+                "--heartbeat-seconds" => {
+                    o.heartbeat_interval = Duration::from_secs_f64(value()?.parse()?)
+                }
                 other => bail!("unknown option {other:?}"),
             }
         }
@@ -149,9 +155,15 @@ fn pod(name: &str, scheduler: &str) -> Pod {
     .expect("valid pod")
 }
 
-async fn start_sim(client: Client, nodes: usize, cancel: CancellationToken) -> Result<SimNodes> {
+async fn start_sim(
+    client: Client,
+    nodes: usize,
+    heartbeat_interval: Duration,
+    cancel: CancellationToken,
+) -> Result<SimNodes> {
     let mut config = SimConfig::with_count(nodes);
     config.prefix = "bench-node".into();
+    config.heartbeat_interval = heartbeat_interval;
     let sim = SimNodes::start(client, config, cancel).await?;
     let start = Instant::now();
     sim.wait_registered().await?;
@@ -248,7 +260,8 @@ async fn throughput(binary: &Path, options: &Options) -> Result<()> {
     let server = ServerProcess::start(binary, &options.server_args)?;
     let client = server.client()?;
     let cancel = CancellationToken::new();
-    let _sim = start_sim(client.clone(), options.nodes, cancel.clone()).await?;
+    let _sim = start_sim(client.clone(), options.nodes, options.heartbeat_interval, cancel.clone())
+        .await?;
     // One pod first: the scheduler has seen the nodes once it is bound.
     create_namespace(&client, "warmup").await?;
     let warm = watch_bound(&client, "warmup", 1);
@@ -341,7 +354,9 @@ async fn memory(binary: &Path, options: &Options) -> Result<()> {
     let server = ServerProcess::start(binary, &options.server_args)?;
     let client = server.client()?;
     let cancel = CancellationToken::new();
-    let _sim = start_sim(client.clone(), options.memory_nodes, cancel.clone()).await?;
+    let _sim =
+        start_sim(client.clone(), options.memory_nodes, options.heartbeat_interval, cancel.clone())
+            .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let m = options.memory_nodes;
     bench(&format!("scheduler.memory.{m}_nodes.no_pods.server_rss"), server.rss_mib()?, "MiB");
