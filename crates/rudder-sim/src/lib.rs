@@ -35,7 +35,9 @@
 //!   the status is re-posted; its taints, other labels and spec stay.
 //! - A Lease per node in `kube-node-lease` (holder = node name, `leaseDurationSeconds` 40,
 //!   owned by the Node) renewed every `heartbeat_interval` (10 s). Heartbeats are spread
-//!   evenly over the interval and run with bounded concurrency.
+//!   evenly over the interval, sent in ticks of a twentieth of it (at most 100 ms: those due
+//!   within a tick go together, so the store commits their writes together) and run with
+//!   bounded concurrency.
 //! - The status is posted again when what the API shows differs from a healthy node's (for
 //!   example after the node lifecycle controller set Ready=Unknown), when a stopped node is
 //!   started, and every `status_report_interval` (5 min) to refresh the heartbeat times.
@@ -107,6 +109,7 @@ mod pod_io;
 mod pod_state;
 mod shared;
 mod sim;
+mod unread;
 
 pub use cidr::Ipv4Cidr;
 pub use config::{

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{SimError, call};
 use crate::node_object::{self, NODE_LEASE_NAMESPACE};
 use crate::shared::{NodeShared, Shared};
+use crate::unread;
 
 const REGISTER_RETRY_BASE: Duration = Duration::from_millis(200);
 const REGISTER_RETRY_MAX: Duration = Duration::from_secs(10);
@@ -31,6 +32,7 @@ const REGISTER_RETRY_MAX: Duration = Duration::from_secs(10);
 pub(crate) struct NodeApi {
     nodes: Api<Node>,
     leases: Api<Lease>,
+    client: Client,
     shared: Arc<Shared>,
 }
 
@@ -44,7 +46,8 @@ impl NodeApi {
     pub fn new(client: Client, shared: Arc<Shared>) -> Self {
         NodeApi {
             nodes: Api::all(client.clone()),
-            leases: Api::namespaced(client, NODE_LEASE_NAMESPACE),
+            leases: Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
+            client,
             shared,
         }
     }
@@ -111,7 +114,13 @@ impl NodeApi {
         let renewed = call(
             || format!("renewing the lease of node {name}"),
             self.timeout(),
-            self.leases.patch(name, &PatchParams::default(), &Patch::Merge(patch)),
+            unread::patch::<Lease>(
+                &self.client,
+                Some(NODE_LEASE_NAMESPACE),
+                name,
+                None,
+                &Patch::Merge(patch),
+            ),
         )
         .await;
         match renewed {
@@ -127,7 +136,7 @@ impl NodeApi {
                 .await
                 .map(|_| ())
             }
-            other => other.map(|_| ()),
+            other => other,
         }
     }
 
@@ -210,9 +219,17 @@ pub(crate) fn first_due(start: Instant, interval: Duration, index: usize, count:
     start + interval.mul_f64((index as f64 + 1.0) / count.max(1) as f64)
 }
 
-/// Heartbeats until `cancel`: one timer heap over all nodes; a node's heartbeat is skipped
-/// while it is stopped or while its previous one is still in flight. `kicks` asks for an
-/// immediate heartbeat with a status post (a node started again).
+/// The heartbeats due within one tick are sent together, so that the store commits their
+/// Lease writes together rather than one commit (and one disk flush) each; a node renews up
+/// to one tick early. A twentieth of the interval, at most 100 ms.
+pub(crate) fn heartbeat_tick(interval: Duration) -> Duration {
+    (interval / 20).min(Duration::from_millis(100))
+}
+
+/// Heartbeats until `cancel`: one timer heap over all nodes, served in ticks (see
+/// [`heartbeat_tick`]); a node's heartbeat is skipped while it is stopped or while its
+/// previous one is still in flight. `kicks` asks for an immediate heartbeat with a status
+/// post (a node started again).
 pub(crate) async fn heartbeats(
     api: NodeApi,
     mut kicks: mpsc::UnboundedReceiver<usize>,
@@ -220,6 +237,7 @@ pub(crate) async fn heartbeats(
 ) {
     let shared = api.shared.clone();
     let interval = shared.config.heartbeat_interval;
+    let tick = heartbeat_tick(interval);
     let writes = Arc::new(Semaphore::new(shared.config.max_concurrent_node_writes));
     let count = shared.nodes.len();
     let start = Instant::now();
@@ -251,7 +269,7 @@ pub(crate) async fn heartbeats(
             _ = tokio::time::sleep_until(next) => {
                 let now = Instant::now();
                 while let Some(Reverse((at, index))) = heap.peek().copied() {
-                    if at > now {
+                    if at > now + tick {
                         break;
                     }
                     heap.pop();

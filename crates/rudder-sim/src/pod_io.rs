@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, Patch, Preconditions};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
@@ -18,6 +18,7 @@ use crate::engine::{EngineMsg, PodKey, Work};
 use crate::error::call;
 use crate::pod_info::PodInfo;
 use crate::shared::Shared;
+use crate::unread;
 
 /// How a dispatched write ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,13 +111,18 @@ impl PodWriter {
                 return;
             }
         };
-        let api: Api<Pod> = Api::namespaced(client, &namespace);
         tokio::spawn(async move {
             let patch = serde_json::json!({ "metadata": { "uid": uid }, "status": status });
             let result = call(
                 || format!("writing the status of pod {namespace}/{name}"),
                 timeout,
-                api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch)),
+                unread::patch::<Pod>(
+                    &client,
+                    Some(&namespace),
+                    &name,
+                    Some("status"),
+                    &Patch::Strategic(patch),
+                ),
             )
             .await;
             let outcome = outcome(result, "status write");
