@@ -50,6 +50,8 @@ struct Shared {
     pods: Arc<Informer<Pod>>,
     nodes: Arc<Informer<Node>>,
     by_node: Mutex<HashMap<String, HashSet<ObjectKey>>>,
+    /// Nodes with a NoExecute taint: a pod change only needs a look when its node is one.
+    tainted: Mutex<HashSet<String>>,
     first_seen: Mutex<HashMap<TaintId, Timestamp>>,
     scheduled: Mutex<HashMap<ObjectKey, Timestamp>>,
     recorder: Recorder,
@@ -81,6 +83,7 @@ pub async fn run(ctx: Context, config: TaintEvictionConfig, cancel: Cancellation
         pods: ctx.informers.get::<Pod>(),
         nodes: ctx.informers.get::<Node>(),
         by_node: Mutex::new(HashMap::new()),
+        tainted: Mutex::new(HashSet::new()),
         first_seen: Mutex::new(HashMap::new()),
         scheduled: Mutex::new(HashMap::new()),
         recorder: ctx.recorder(COMPONENT),
@@ -121,31 +124,40 @@ pub async fn run(ctx: Context, config: TaintEvictionConfig, cancel: Cancellation
 }
 
 fn pod_changed(s: &Shared, change: &Change<Pod>) {
+    let old_node = match change {
+        Change::Updated { old, .. } | Change::Deleted(old) => node_of(old),
+        Change::Added(_) => None,
+    };
+    let new_node = match change {
+        Change::Added(pod) | Change::Updated { new: pod, .. } => node_of(pod),
+        Change::Deleted(_) => None,
+    };
     let key = key_of(&**change.object());
-    let mut by_node = s.by_node.lock().expect("index lock");
-    if let Change::Updated { old, .. } | Change::Deleted(old) = change
-        && let Some(node) = node_of(old)
-        && let Some(set) = by_node.get_mut(node)
-    {
-        set.remove(&key);
-        if set.is_empty() {
-            by_node.remove(node);
+    // Most changes (status updates) leave the pod on its node: the index stays as it is.
+    if old_node != new_node {
+        let mut by_node = s.by_node.lock().expect("index lock");
+        if let Some(node) = old_node
+            && let Some(set) = by_node.get_mut(node)
+        {
+            set.remove(&key);
+            if set.is_empty() {
+                by_node.remove(node);
+            }
+        }
+        if let Some(node) = new_node {
+            by_node.entry(node.to_owned()).or_default().insert(key.clone());
         }
     }
     match change {
-        Change::Added(pod) | Change::Updated { new: pod, .. } => {
-            let Some(node_name) = node_of(pod) else { return };
-            by_node.entry(node_name.to_owned()).or_default().insert(key.clone());
-            drop(by_node);
-            let tainted =
-                s.nodes.get("", node_name).is_some_and(|n| !no_execute_taints(&n).is_empty());
+        Change::Deleted(_) => {
+            s.scheduled.lock().expect("scheduled lock").remove(&key);
+        }
+        _ => {
+            let Some(node) = new_node else { return };
+            let tainted = s.tainted.lock().expect("tainted lock").contains(node);
             if tainted || s.scheduled.lock().expect("scheduled lock").contains_key(&key) {
                 s.queue.add(key);
             }
-        }
-        Change::Deleted(_) => {
-            drop(by_node);
-            s.scheduled.lock().expect("scheduled lock").remove(&key);
         }
     }
 }
@@ -154,11 +166,25 @@ fn node_changed(s: &Shared, change: &Change<Node>) {
     let (old, new) = match change {
         Change::Added(n) => (Vec::new(), Some(n)),
         Change::Updated { old, new } => (no_execute_taints(old), Some(new)),
-        Change::Deleted(_) => return,
+        Change::Deleted(node) => {
+            let name = node.metadata.name.as_deref().unwrap_or_default();
+            s.tainted.lock().expect("tainted lock").remove(name);
+            return;
+        }
     };
     let Some(node) = new else { return };
     let name = node.metadata.name.clone().unwrap_or_default();
     let taints = no_execute_taints(node);
+    // Before the pods are looked up below: a pod bound meanwhile is then either in the
+    // index already or sees the node as tainted itself.
+    {
+        let mut tainted = s.tainted.lock().expect("tainted lock");
+        if taints.is_empty() {
+            tainted.remove(&name);
+        } else {
+            tainted.insert(name.clone());
+        }
+    }
     {
         let now = s.clock.now();
         let mut first_seen = s.first_seen.lock().expect("first seen lock");

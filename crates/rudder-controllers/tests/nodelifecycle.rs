@@ -225,3 +225,70 @@ async fn a_silent_node_goes_unknown_is_tainted_and_its_pods_are_evicted() {
     controllers.cancel();
     renewer.cancel();
 }
+
+/// The pod side of taint eviction: pods bound after the node got its NoExecute taint (the
+/// controller learns of them from the pod, not from a taint change) are evicted unless they
+/// tolerate it; a pod on an untainted node, and one whose node loses the taint, stay.
+#[tokio::test]
+async fn pods_bound_to_an_already_tainted_node_are_evicted_unless_they_tolerate_it() {
+    let cluster = rudder_testkit::TestCluster::start().await;
+    let client = cluster.client();
+    create_namespace(&client, "kube-node-lease").await;
+    create_namespace(&client, "work").await;
+    for node in ["tainted", "clean", "was-tainted"] {
+        create_node(&client, node).await;
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    let taint =
+        json!({ "spec": { "taints": [{ "key": "example.com/evict", "effect": "NoExecute" }] } });
+    for node in ["tainted", "was-tainted"] {
+        nodes.patch(node, &PatchParams::default(), &Patch::Merge(&taint)).await.unwrap();
+    }
+
+    let controllers = {
+        let client = client.clone();
+        spawn(move |cancel| async move {
+            let ctx = Context::new(client, cancel.clone());
+            tainteviction::run(ctx, TaintEvictionConfig::default(), cancel).await;
+        })
+    };
+    // The taint goes from one node while the controller watches: its pods are not evicted.
+    let untaint = json!({ "spec": { "taints": null } });
+    nodes.patch("was-tainted", &PatchParams::default(), &Patch::Merge(&untaint)).await.unwrap();
+    eventually("the untainted node to show no taints", || async {
+        taint_keys(&nodes.get("was-tainted").await.ok()?).is_empty().then_some(())
+    })
+    .await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "work");
+    let on = |name: &str, node: &str, tolerations: serde_json::Value| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "spec": { "nodeName": node, "tolerations": tolerations, "containers": [{ "name": "c", "image": "busybox" }] },
+        }))
+        .unwrap()
+    };
+    let tolerate =
+        json!([{ "key": "example.com/evict", "operator": "Exists", "effect": "NoExecute" }]);
+    for pod in [
+        on("tolerant", "tainted", tolerate),
+        on("clean-pod", "clean", json!([])),
+        on("spared", "was-tainted", json!([])),
+        on("doomed", "tainted", json!([])),
+    ] {
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    eventually("the pod without a toleration to be evicted", || async {
+        match pods.get_opt("doomed").await.ok()? {
+            None => Some(()),
+            Some(p) => p.metadata.deletion_timestamp.is_some().then_some(()),
+        }
+    })
+    .await;
+    // The others were created before "doomed": had they been evicted, it would have happened.
+    for name in ["tolerant", "clean-pod", "spared"] {
+        let pod = pods.get_opt(name).await.unwrap().expect("pod exists");
+        assert!(pod.metadata.deletion_timestamp.is_none(), "{name} was evicted");
+    }
+    controllers.cancel();
+}
