@@ -196,7 +196,23 @@ pub fn builtin_groups() -> Vec<(&'static str, Vec<&'static str>)> {
 
 /// The resource served at `group`/`version` under `plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
-    BUILTIN.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    // Every request looks its resource up: by plural first (a handful share one), not a scan
+    // of the whole table.
+    static BY_PLURAL: std::sync::OnceLock<
+        std::collections::HashMap<&'static str, Vec<&'static ResourceInfo>>,
+    > = std::sync::OnceLock::new();
+    BY_PLURAL
+        .get_or_init(|| {
+            let mut map = std::collections::HashMap::<_, Vec<_>>::new();
+            for r in BUILTIN {
+                map.entry(r.plural).or_default().push(r);
+            }
+            map
+        })
+        .get(plural)?
+        .iter()
+        .copied()
+        .find(|r| r.group == group && r.version == version)
 }
 
 #[cfg(test)]

@@ -274,10 +274,16 @@ pub async fn watch(
                         (true, true) => "MODIFIED",
                         (true, false) => "DELETED",
                     };
-                    Some(match change.new_json() {
-                        // Serialized once for all watchers of this change.
-                        Some(json) if form == Form::Object => event_line(event_type, json),
-                        _ => encode(event_type, new, &mut first_table),
+                    // Serialized once for all watchers of this change (tables are per
+                    // watcher: the first one carries the column definitions).
+                    let shared = match form {
+                        Form::Object => change.new_json(),
+                        Form::Metadata => change.new_metadata_json(),
+                        Form::Table => None,
+                    };
+                    Some(match shared {
+                        Some(json) => event_line(event_type, json),
+                        None => encode(event_type, new, &mut first_table),
                     })
                 }
             };

@@ -31,6 +31,9 @@ pub struct Change {
     pub old: Option<Arc<Value>>,
     /// `new` as JSON, made by the first watcher that sends it and shared by the others.
     new_json: OnceLock<Bytes>,
+    /// `new` as `PartialObjectMetadata` JSON, likewise (metadata-only watchers: the garbage
+    /// collector watches every resource that way).
+    new_metadata_json: OnceLock<Bytes>,
 }
 
 impl Change {
@@ -40,7 +43,14 @@ impl Change {
         new: Option<Arc<Value>>,
         old: Option<Arc<Value>>,
     ) -> Self {
-        Change { revision, key, new, old, new_json: OnceLock::new() }
+        Change {
+            revision,
+            key,
+            new,
+            old,
+            new_json: OnceLock::new(),
+            new_metadata_json: OnceLock::new(),
+        }
     }
 
     /// The new object serialized once for every watcher (None for a delete).
@@ -51,6 +61,17 @@ impl Change {
                 Bytes::from(serde_json::to_vec(new).expect("JSON values serialize"))
             }),
         )
+    }
+
+    /// The new object's `PartialObjectMetadata` serialized once for every metadata-only
+    /// watcher (None for a delete).
+    pub fn new_metadata_json(&self) -> Option<&Bytes> {
+        let new = self.new.as_deref()?;
+        Some(self.new_metadata_json.get_or_init(|| {
+            Bytes::from(
+                serde_json::to_vec(&crate::form::metadata(new)).expect("JSON values serialize"),
+            )
+        }))
     }
 }
 

@@ -1,5 +1,7 @@
 //! Which k8s-openapi type holds the schema of each served kind.
 
+use std::collections::HashMap;
+
 use k8s_openapi::api;
 use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
@@ -77,15 +79,21 @@ static KINDS: &[Kind] = kinds![
 ];
 
 pub fn definition_name(group: &str, version: &str, kind: &str) -> Option<&'static str> {
-    static NAMES: std::sync::OnceLock<Vec<(&'static str, &'static str, &'static str, String)>> =
-        std::sync::OnceLock::new();
+    /// kind -> (group, version, definition name): looked up on every write.
+    type ByKind = HashMap<&'static str, Vec<(&'static str, &'static str, String)>>;
+    static NAMES: std::sync::OnceLock<ByKind> = std::sync::OnceLock::new();
     NAMES
         .get_or_init(|| {
-            KINDS.iter().map(|k| (k.group, k.version, k.kind, (k.definition)())).collect()
+            let mut map = ByKind::new();
+            for k in KINDS {
+                map.entry(k.kind).or_default().push((k.group, k.version, (k.definition)()));
+            }
+            map
         })
+        .get(kind)?
         .iter()
-        .find(|(g, v, k, _)| *g == group && *v == version && *k == kind)
-        .map(|(_, _, _, d)| d.as_str())
+        .find(|(g, v, _)| *g == group && *v == version)
+        .map(|(_, _, d)| d.as_str())
 }
 
 /// Generates every schema reachable from the kinds, with their GVK extensions.
