@@ -67,7 +67,13 @@ impl Options {
                 "--server-arg" => o.server_args.push(value()?.clone()),
                 "--only" => o.only = Some(value()?.clone()),
                 "--heartbeat-seconds" => {
-                    o.heartbeat_interval = Duration::from_secs_f64(value()?.parse()?)
+                    let seconds: f64 = value()?.parse()?;
+                    o.heartbeat_interval = Duration::try_from_secs_f64(seconds)
+                        .ok()
+                        .filter(|d| !d.is_zero())
+                        .with_context(|| {
+                            format!("--heartbeat-seconds must be a positive number, not {seconds}")
+                        })?;
                 }
                 other => bail!("unknown option {other:?}"),
             }

@@ -49,6 +49,15 @@ async fn create_node(client: &kube::Client, name: &str) {
     leases.create(&PostParams::default(), &lease).await.unwrap();
 }
 
+/// A pod already bound to `node`, with these tolerations.
+fn pod_on(name: &str, node: &str, tolerations: serde_json::Value) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": { "nodeName": node, "tolerations": tolerations, "containers": [{ "name": "c", "image": "busybox" }] },
+    }))
+    .unwrap()
+}
+
 async fn post_ready(client: &kube::Client, name: &str) {
     let nodes: Api<Node> = Api::all(client.clone());
     let patch = json!({ "status": { "conditions": [ready("True")] } });
@@ -121,21 +130,14 @@ async fn a_silent_node_goes_unknown_is_tainted_and_its_pods_are_evicted() {
     let renewer = renew_leases(&client, ["healthy", "silent"], silent.clone());
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "work");
-    let on = |name: &str, node: &str, tolerations: serde_json::Value| -> Pod {
-        serde_json::from_value(json!({
-            "metadata": { "name": name },
-            "spec": { "nodeName": node, "tolerations": tolerations, "containers": [{ "name": "c", "image": "busybox" }] },
-        }))
-        .unwrap()
-    };
     for pod in [
-        on("doomed", "silent", json!([])),
-        on(
+        pod_on("doomed", "silent", json!([])),
+        pod_on(
             "patient",
             "silent",
             json!([{ "key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 3600 }]),
         ),
-        on("elsewhere", "healthy", json!([])),
+        pod_on("elsewhere", "healthy", json!([])),
     ] {
         pods.create(&PostParams::default(), &pod).await.unwrap();
     }
@@ -261,20 +263,13 @@ async fn pods_bound_to_an_already_tainted_node_are_evicted_unless_they_tolerate_
     .await;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "work");
-    let on = |name: &str, node: &str, tolerations: serde_json::Value| -> Pod {
-        serde_json::from_value(json!({
-            "metadata": { "name": name },
-            "spec": { "nodeName": node, "tolerations": tolerations, "containers": [{ "name": "c", "image": "busybox" }] },
-        }))
-        .unwrap()
-    };
     let tolerate =
         json!([{ "key": "example.com/evict", "operator": "Exists", "effect": "NoExecute" }]);
     for pod in [
-        on("tolerant", "tainted", tolerate),
-        on("clean-pod", "clean", json!([])),
-        on("spared", "was-tainted", json!([])),
-        on("doomed", "tainted", json!([])),
+        pod_on("tolerant", "tainted", tolerate),
+        pod_on("clean-pod", "clean", json!([])),
+        pod_on("spared", "was-tainted", json!([])),
+        pod_on("doomed", "tainted", json!([])),
     ] {
         pods.create(&PostParams::default(), &pod).await.unwrap();
     }
