@@ -43,10 +43,11 @@ pub async fn pod_priority(
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
     let store_err = |e| ApiError::from_store(e, info, "");
-    let (classes, _) = cache.snapshot(info).await.map_err(store_err)?;
+    let (cached, _) = cache.snapshot(info, &object::prefix(info, None)).await.map_err(store_err)?;
+    let classes = cached.iter().map(|(_, c)| c.value()).collect::<Result<Vec<Value>, _>>()?;
     let class: Option<Value> = match &class_name {
         Some(name) => match classes.iter().find(|c| object::name(c) == Some(name.as_str())) {
-            Some(c) => Some((**c).clone()),
+            Some(c) => Some(c.clone()),
             None => match store.get(&object::key(info, None, name)).await.map_err(store_err)? {
                 Some(kv) => Some(decode(&kv)?),
                 None => {
@@ -61,7 +62,7 @@ pub async fn pod_priority(
             .iter()
             .filter(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true))
             .min_by_key(|c| c.get("value").and_then(Value::as_i64).unwrap_or(0))
-            .map(|c| (**c).clone()),
+            .cloned(),
     };
     let (priority, policy, resolved_name) = match &class {
         Some(c) => (

@@ -6,6 +6,7 @@
 //! are objects, lists, `table`s or `watch` streams; errors become `Status` in `status`.
 
 pub mod admission;
+pub mod cached_object;
 pub mod clock;
 pub mod component_status;
 pub mod defaults;
@@ -22,6 +23,7 @@ pub mod pki;
 pub mod pod_log;
 pub mod pod_stream;
 pub mod pod_subresources;
+pub mod raw_json;
 pub mod registry;
 pub mod request;
 pub mod scale;

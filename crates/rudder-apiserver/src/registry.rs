@@ -141,9 +141,9 @@ impl Registry {
         let ns_key = key(ns_info, None, namespace);
         // An active namespace in the watch cache needs no store read (upstream's admission
         // reads its informer); anything else is decided by the store.
-        if let Some((ns, _)) = self.cache.cached(ns_info, &ns_key)
-            && object::meta_str(&ns, "deletionTimestamp").is_none()
-            && object::path(&ns, "status.phase").and_then(Value::as_str) == Some("Active")
+        if let Some(ns) = self.cache.cached(ns_info, &ns_key)
+            && ns.field("metadata.deletionTimestamp").is_empty()
+            && ns.field("status.phase") == "Active"
         {
             return Ok(());
         }
@@ -311,17 +311,16 @@ impl Registry {
         }
         if q.resource_version.as_deref() == Some("0") && q.continue_token.is_none() {
             // "Any" freshness: served from the watch cache, whole (like upstream, no paging).
-            let (objects, revision) =
-                self.cache.snapshot(info).await.map_err(|e| ApiError::from_store(e, info, ""))?;
-            let items: Vec<Value> = objects
+            let (objects, revision) = self
+                .cache
+                .snapshot(info, &prefix(info, t.namespace.as_deref()))
+                .await
+                .map_err(|e| ApiError::from_store(e, info, ""))?;
+            let items = objects
                 .iter()
-                .filter(|o| {
-                    t.namespace.is_none()
-                        || object::meta_str(o, "namespace") == t.namespace.as_deref()
-                })
-                .filter(|o| filter.matches(o))
-                .map(|o| (**o).clone())
-                .collect();
+                .filter(|(_, o)| o.matches(&filter))
+                .map(|(_, o)| o.value())
+                .collect::<Result<Vec<Value>, ApiError>>()?;
             return Ok(json!({
                 "kind": format!("{}List", info.kind),
                 "apiVersion": info.api_version(),
@@ -504,7 +503,8 @@ impl Registry {
         let mut hint = self
             .cache
             .cached(info, &k)
-            .filter(|(_, revision)| precondition.is_none_or(|p| p == *revision));
+            .filter(|o| precondition.is_none_or(|p| p == o.revision()))
+            .and_then(|o| Some((Arc::new(o.value().ok()?), o.revision())));
         for _ in 0..UPDATE_RETRIES {
             let (current, revision, from_cache) = match hint.take() {
                 Some((object, revision)) => (object, revision, true),

@@ -83,8 +83,8 @@ async fn a_stale_cached_copy_never_decides_a_write() {
     let k = key(t.info, Some("default"), "c");
     let first = store.create(&k, encode(&config_map("1"))).await.unwrap().mod_revision;
     // The cache lists v=1 now and never sees a change after that.
-    reg.cache.snapshot(t.info).await.unwrap();
-    assert_eq!(reg.cache.cached(t.info, &k).unwrap().1, first);
+    reg.cache.snapshot(t.info, "/").await.unwrap();
+    assert_eq!(reg.cache.cached(t.info, &k).unwrap().revision(), first);
     store.update(&k, encode(&config_map("2")), first).await.unwrap();
 
     // The compare-and-swap on the cached revision fails; the write is redone from the store.

@@ -32,14 +32,22 @@ impl FieldSelector {
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
-        self.terms.iter().all(|(field, equal, want)| {
-            let got = match object::path(obj, field) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            };
-            (got == *want) == *equal
-        })
+        self.matches_with(|field| field_text(object::path(obj, field)))
+    }
+
+    /// Whether the terms hold for the field values `field` gives (as [`field_text`]).
+    pub fn matches_with(&self, mut field: impl FnMut(&str) -> String) -> bool {
+        self.terms.iter().all(|(name, equal, want)| (field(name) == *want) == *equal)
+    }
+}
+
+/// A field's value as a field selector compares it: a string as is, a missing field or null
+/// as "", anything else as its JSON text.
+pub fn field_text(value: Option<&Value>) -> String {
+    match value {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
     }
 }
 

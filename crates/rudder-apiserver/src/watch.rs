@@ -19,8 +19,9 @@ use rudder_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::cached_object::CachedObject;
 use crate::form::Form;
-use crate::object::{self, decode};
+use crate::object;
 use crate::registry::Registry;
 use crate::request::{Query, Target};
 use crate::selectors::Filter;
@@ -48,9 +49,9 @@ struct Source {
 fn store_change(event: rudder_store::Event) -> Change {
     let new = match event.event_type {
         EventType::Deleted => None,
-        _ => decode(&event.kv).ok().map(Arc::new),
+        _ => CachedObject::from_kv(&event.kv).ok().map(Arc::new),
     };
-    let old = event.prev.as_ref().and_then(|p| decode(p).ok()).map(Arc::new);
+    let old = event.prev.as_ref().and_then(|p| CachedObject::from_kv(p).ok()).map(Arc::new);
     Change::new(event.revision(), event.kv.key, new, old)
 }
 
@@ -172,17 +173,11 @@ pub async fn watch(
         }
         None => None,
     };
-    let initial: Vec<Arc<Value>> = sub
+    let initial: Vec<Arc<CachedObject>> = sub
         .initial
         .into_iter()
-        .filter(|o| {
-            let k = object::key(
-                info,
-                object::meta_str(o, "namespace"),
-                object::name(o).unwrap_or_default(),
-            );
-            keys.matches(&k) && filter.matches(o)
-        })
+        .filter(|(k, o)| keys.matches(k) && o.matches(&filter))
+        .map(|(_, o)| o)
         .collect();
     let start = sub.revision;
     let source = Source {
@@ -219,8 +214,16 @@ pub async fn watch(
             };
             event_line(event_type, &object)
         };
+        // A cached object: its own JSON, or its metadata's, shared by every watcher; a table
+        // row from the decoded object.
+        let encode_cached = |event_type: &str, obj: &CachedObject, first: &mut bool| match form {
+            Form::Object => Some(event_line(event_type, obj.json())),
+            Form::Metadata => Some(event_line(event_type, &obj.metadata_json())),
+            Form::Table => obj.value().ok().map(|v| encode(event_type, &v, first)),
+        };
         for obj in &initial {
-            if tx.send(encode("ADDED", obj, &mut first_table)).await.is_err() {
+            let Some(line) = encode_cached("ADDED", obj, &mut first_table) else { continue };
+            if tx.send(line).await.is_err() {
                 return;
             }
         }
@@ -258,14 +261,16 @@ pub async fn watch(
             if !keys.matches(&change.key) {
                 continue;
             }
-            let new_matches = change.new.as_deref().is_some_and(|o| filter.matches(o));
-            let old_matches = change.old.as_deref().is_some_and(|o| filter.matches(o));
+            let new_matches = change.new.as_deref().is_some_and(|o| o.matches(&filter));
+            let old_matches = change.old.as_deref().is_some_and(|o| o.matches(&filter));
             let line = match (&change.new, old_matches, new_matches) {
                 (None, true, _) => {
-                    let mut gone = (**change.old.as_ref().expect("matched")).clone();
-                    object::meta_mut(&mut gone)
-                        .insert("resourceVersion".into(), json!(change.revision.to_string()));
-                    Some(encode("DELETED", &gone, &mut first_table))
+                    let old = change.old.as_ref().expect("matched");
+                    old.value().ok().map(|mut gone| {
+                        object::meta_mut(&mut gone)
+                            .insert("resourceVersion".into(), json!(change.revision.to_string()));
+                        encode("DELETED", &gone, &mut first_table)
+                    })
                 }
                 (None, false, _) | (Some(_), false, false) => None,
                 (Some(new), old_matches, new_matches) => {
@@ -276,15 +281,13 @@ pub async fn watch(
                     };
                     // Serialized once for all watchers of this change (tables are per
                     // watcher: the first one carries the column definitions).
-                    let shared = match form {
-                        Form::Object => change.new_json(),
-                        Form::Metadata => change.new_metadata_json(),
-                        Form::Table => None,
-                    };
-                    Some(match shared {
-                        Some(json) => event_line(event_type, json),
-                        None => encode(event_type, new, &mut first_table),
-                    })
+                    match form {
+                        Form::Object => change.new_json().map(|j| event_line(event_type, j)),
+                        Form::Metadata => {
+                            change.new_metadata_json().map(|j| event_line(event_type, j))
+                        }
+                        Form::Table => encode_cached(event_type, new, &mut first_table),
+                    }
                 }
             };
             if let Some(line) = line

@@ -1,7 +1,8 @@
 //! The watch cache: per resource, the objects and a window of recent changes in memory, fed
 //! by one store watch, so that any number of watchers (and `resourceVersion=0` lists) cost
-//! no store reads. Started on first use of a resource; a cache whose store watch fails is
-//! dropped (its watchers end and re-watch, like upstream's) and rebuilt on next use.
+//! no store reads. Objects are kept as their API JSON ([`CachedObject`]), the bytes watchers
+//! are sent, not decoded. Started on first use of a resource; a cache whose store watch
+//! fails is dropped (its watchers end and re-watch, like upstream's) and rebuilt on next use.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -10,10 +11,10 @@ use bytes::Bytes;
 
 use rudder_api::ResourceInfo;
 use rudder_store::{EventType, ListOptions, Storage};
-use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::object::{self, decode};
+use crate::cached_object::CachedObject;
+use crate::object;
 
 /// Changes kept for watchers that resume from an older resourceVersion.
 const HISTORY: usize = 10_000;
@@ -26,13 +27,12 @@ pub struct Change {
     pub revision: i64,
     pub key: String,
     /// The object after the change (None for a delete).
-    pub new: Option<Arc<Value>>,
+    pub new: Option<Arc<CachedObject>>,
     /// The object before it (None for a create).
-    pub old: Option<Arc<Value>>,
-    /// `new` as JSON, made by the first watcher that sends it and shared by the others.
-    new_json: OnceLock<Bytes>,
-    /// `new` as `PartialObjectMetadata` JSON, likewise (metadata-only watchers: the garbage
-    /// collector watches every resource that way).
+    pub old: Option<Arc<CachedObject>>,
+    /// `new` as `PartialObjectMetadata` JSON, made by the first metadata-only watcher that
+    /// sends it and shared by the others (the garbage collector watches every resource
+    /// that way).
     new_metadata_json: OnceLock<Bytes>,
 }
 
@@ -40,43 +40,30 @@ impl Change {
     pub fn new(
         revision: i64,
         key: String,
-        new: Option<Arc<Value>>,
-        old: Option<Arc<Value>>,
+        new: Option<Arc<CachedObject>>,
+        old: Option<Arc<CachedObject>>,
     ) -> Self {
-        Change {
-            revision,
-            key,
-            new,
-            old,
-            new_json: OnceLock::new(),
-            new_metadata_json: OnceLock::new(),
-        }
+        Change { revision, key, new, old, new_metadata_json: OnceLock::new() }
     }
 
-    /// The new object serialized once for every watcher (None for a delete).
+    /// The new object's JSON, the same bytes for every watcher (None for a delete).
     pub fn new_json(&self) -> Option<&Bytes> {
-        let new = self.new.as_deref()?;
-        Some(
-            self.new_json.get_or_init(|| {
-                Bytes::from(serde_json::to_vec(new).expect("JSON values serialize"))
-            }),
-        )
+        self.new.as_deref().map(CachedObject::json)
     }
 
-    /// The new object's `PartialObjectMetadata` serialized once for every metadata-only
+    /// The new object's `PartialObjectMetadata` JSON, made once for every metadata-only
     /// watcher (None for a delete).
     pub fn new_metadata_json(&self) -> Option<&Bytes> {
         let new = self.new.as_deref()?;
-        Some(self.new_metadata_json.get_or_init(|| {
-            Bytes::from(
-                serde_json::to_vec(&crate::form::metadata(new)).expect("JSON values serialize"),
-            )
-        }))
+        Some(self.new_metadata_json.get_or_init(|| new.metadata_json()))
     }
 }
 
+/// Cached objects with their keys.
+pub type Objects = Vec<(String, Arc<CachedObject>)>;
+
 struct State {
-    objects: BTreeMap<String, Arc<Value>>,
+    objects: BTreeMap<String, Arc<CachedObject>>,
     /// Everything up to here is applied.
     revision: i64,
     history: VecDeque<Arc<Change>>,
@@ -93,7 +80,7 @@ struct ResourceCache {
 /// What a watcher gets from the cache.
 pub struct Subscription {
     /// For a watch without resourceVersion: the objects now (sorted by key).
-    pub initial: Vec<Arc<Value>>,
+    pub initial: Objects,
     /// Changes after the requested revision that are already in the cache.
     pub replay: Vec<Arc<Change>>,
     /// Live changes; changes at or below `skip_through` are to be ignored.
@@ -157,8 +144,8 @@ impl WatchCache {
                 )
                 .await?;
             for kv in &page.items {
-                if let Ok(v) = decode(kv) {
-                    objects.insert(kv.key.clone(), Arc::new(v));
+                if let Ok(o) = CachedObject::from_kv(kv) {
+                    objects.insert(kv.key.clone(), Arc::new(o));
                 }
             }
             match page.continue_token {
@@ -195,7 +182,7 @@ impl WatchCache {
                 let revision = event.revision();
                 let new = match event.event_type {
                     EventType::Deleted => None,
-                    _ => decode(&event.kv).ok().map(Arc::new),
+                    _ => CachedObject::from_kv(&event.kv).ok().map(Arc::new),
                 };
                 {
                     let mut state = feeding.state.write().expect("cache lock");
@@ -235,7 +222,7 @@ impl WatchCache {
         let live = cache.tx.subscribe();
         Ok(match from {
             None => Subscription {
-                initial: state.objects.values().cloned().collect(),
+                initial: state.objects.iter().map(|(k, o)| (k.clone(), o.clone())).collect(),
                 replay: Vec::new(),
                 live,
                 skip_through: state.revision,
@@ -264,23 +251,31 @@ impl WatchCache {
         })
     }
 
-    /// The cached object at `key` and its mod revision, when `info`'s cache is running (it
-    /// is not started for this). May lag the store: a hint for a compare-and-swap.
-    pub fn cached(&self, info: &ResourceInfo, key: &str) -> Option<(Arc<Value>, i64)> {
+    /// The cached object at `key` (its revision is its mod revision), when `info`'s cache
+    /// is running (it is not started for this). May lag the store: a hint for a
+    /// compare-and-swap.
+    pub fn cached(&self, info: &ResourceInfo, key: &str) -> Option<Arc<CachedObject>> {
         let cache = self.running(&object::prefix(info, None))?;
         let object = cache.state.read().expect("cache lock").objects.get(key)?.clone();
-        let revision = object::meta_str(&object, "resourceVersion")?.parse().ok()?;
-        Some((object, revision))
+        Some(object)
     }
 
-    /// The objects now and the revision they are at (for `resourceVersion=0` lists).
+    /// The objects under `prefix` now, and the revision they are at (for
+    /// `resourceVersion=0` lists).
     pub async fn snapshot(
         &self,
         info: &ResourceInfo,
-    ) -> Result<(Vec<Arc<Value>>, i64), rudder_store::StoreError> {
+        prefix: &str,
+    ) -> Result<(Objects, i64), rudder_store::StoreError> {
         let cache = self.cache(info).await?;
         let state = cache.state.read().expect("cache lock");
-        Ok((state.objects.values().cloned().collect(), state.revision))
+        let objects = state
+            .objects
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect();
+        Ok((objects, state.revision))
     }
 }
 
@@ -327,12 +322,13 @@ mod tests {
         assert_eq!((c.revision, c.old.is_none()), (r2, true));
         let c = next(&mut now).await;
         assert_eq!(c.revision, r3);
-        assert_eq!(c.old.as_ref().unwrap()["data"]["v"], "1");
-        assert_eq!(c.new.as_ref().unwrap()["data"]["v"], "3");
+        assert_eq!(c.old.as_ref().unwrap().value().unwrap()["data"]["v"], "1");
+        assert_eq!(c.new.as_ref().unwrap().value().unwrap()["data"]["v"], "3");
         // Resuming after r2 replays exactly the change at r3.
         let resumed = cache.subscribe(cms(), Some(r2)).await.unwrap();
         assert_eq!(resumed.replay.iter().map(|c| c.revision).collect::<Vec<_>>(), vec![r3]);
-        let (objects, revision) = cache.snapshot(cms()).await.unwrap();
+        let (objects, revision) =
+            cache.snapshot(cms(), &object::prefix(cms(), None)).await.unwrap();
         assert_eq!((objects.len(), revision), (2, r3));
     }
 
