@@ -17,6 +17,7 @@ pub mod handler;
 pub mod kind_validation;
 pub mod kubeconfig;
 pub mod kubelet_client;
+pub mod local;
 pub mod object;
 pub mod patch;
 pub mod pki;

@@ -73,6 +73,9 @@ pub enum ServerError {
 pub struct Started {
     pub address: SocketAddr,
     pub kubeconfig: PathBuf,
+    /// In-process connections to this server (TLS over an in-memory pipe), for the
+    /// components `rudder server` runs itself.
+    pub local: crate::local::LocalConnector,
 }
 
 /// How long a client may take to finish the TLS handshake.
@@ -273,49 +276,61 @@ pub async fn run(
         tokens,
     });
     let app = router(state);
-    let _ = started.send(Started { address, kubeconfig });
+    let (local, mut local_pipes) = crate::local::LocalConnector::new();
+    let _ = started.send(Started { address, kubeconfig, local });
     tracing::info!(%address, "API server serving");
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let tls = tls.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    tokio::spawn(serve_connection(tcp, peer.to_string(), tls.clone(), app.clone()));
                 }
-                Err(_) => return,
-            };
-            let identity = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|certs| certs.first())
-                .and_then(|c| Identity::from_certificate(c.as_ref()));
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    if let Some(id) = &identity {
-                        req.extensions_mut().insert(id.clone());
-                    }
-                    app.clone().oneshot(req.map(axum::body::Body::new))
-                },
-            );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) =
-                builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(pipe) = local_pipes.recv() => {
+                tokio::spawn(serve_connection(pipe, "in-process".into(), tls.clone(), app.clone()));
             }
+        }
+    }
+}
+
+/// Serves one connection (TCP or in-process): the TLS handshake, the client certificate's
+/// identity, then HTTP/2 or HTTP/1.1 with upgrades until the client goes.
+async fn serve_connection<IO>(
+    io: IO,
+    peer: String,
+    tls: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(io)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let identity = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|c| Identity::from_certificate(c.as_ref()));
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            if let Some(id) = &identity {
+                req.extensions_mut().insert(id.clone());
+            }
+            app.clone().oneshot(req.map(axum::body::Body::new))
         });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

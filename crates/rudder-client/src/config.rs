@@ -46,3 +46,37 @@ pub fn client_from_kubeconfig_text(text: &str) -> Result<Client, ClientError> {
 pub fn client_from_kubeconfig_file(path: &Path) -> Result<Client, ClientError> {
     client_from(Kubeconfig::read_from(path)?)
 }
+
+/// A client for the kubeconfig in `text` that opens its connections with `connector` (a
+/// hyper connector: a `tower::Service<Uri>` giving a byte stream) instead of TCP. Everything
+/// above the stream is as for any other client: the kubeconfig's TLS and credentials, its
+/// server URL, the same read timeout.
+pub fn client_over<H>(text: &str, connector: H) -> Result<Client, ClientError>
+where
+    H: tower::Service<http::Uri> + Clone + Send + Sync + 'static,
+    H::Response: hyper_util::client::legacy::connect::Connection
+        + hyper::rt::Read
+        + hyper::rt::Write
+        + Send
+        + Unpin
+        + 'static,
+    H::Future: Send + 'static,
+    H::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use kube::client::ConfigExt as _;
+    let config = tokio_config(Kubeconfig::from_yaml(text)?)?;
+    let https = config.rustls_https_connector_with_connector(connector)?;
+    let mut timed = hyper_timeout::TimeoutConnector::new(https);
+    timed.set_connect_timeout(config.connect_timeout);
+    timed.set_read_timeout(config.read_timeout);
+    timed.set_write_timeout(config.write_timeout);
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, kube::client::Body>(timed);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
+        .service(http);
+    Ok(kube::client::ClientBuilder::new(service, config.default_namespace).build())
+}

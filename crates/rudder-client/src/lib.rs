@@ -17,7 +17,9 @@ pub mod objects;
 pub mod queue;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{ClientError, client_from_kubeconfig_file, client_from_kubeconfig_text};
+pub use config::{
+    ClientError, client_from_kubeconfig_file, client_from_kubeconfig_text, client_over,
+};
 pub use context::Context;
 pub use controller::{Outcome, run_workers};
 pub use events::{EventType, Recorder};

@@ -11,6 +11,8 @@ use rudder_apiserver::{Datastore, ServerConfig};
 pub struct TestCluster {
     pub address: SocketAddr,
     pub admin_kubeconfig: PathBuf,
+    /// In-process connections to the server (TLS over an in-memory pipe).
+    pub local: rudder_apiserver::local::LocalConnector,
     dir: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
 }
@@ -41,7 +43,13 @@ impl TestCluster {
             .await
             .expect("API server start timed out")
             .expect("API server failed to start");
-        TestCluster { address: started.address, admin_kubeconfig: started.kubeconfig, dir, server }
+        TestCluster {
+            address: started.address,
+            admin_kubeconfig: started.kubeconfig,
+            local: started.local,
+            dir,
+            server,
+        }
     }
 
     pub fn data_dir(&self) -> &std::path::Path {

@@ -3,12 +3,15 @@
 //! `system:kube-controller-manager`, issued by the cluster CA), talks to the API over HTTPS
 //! like any other client, and runs only while it holds its Lease (`kube-system/kube-scheduler`,
 //! `kube-system/kube-controller-manager`), so with several servers one of each is active.
+//! Their connections to this server's API go over an in-memory pipe instead of loopback TCP
+//! (`rudder_apiserver::local`), with the same TLS and certificates.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rudder_apiserver::local::LocalConnector;
 use rudder_client::{Context, LeaderElectionConfig, LeaderElector, SystemClock};
 use tokio_util::sync::CancellationToken;
 
@@ -44,16 +47,22 @@ pub fn identity(data_dir: &Path) -> anyhow::Result<String> {
     Ok(format!("{}_{id}", host.trim()))
 }
 
-fn component_client(tls_dir: &Path, server_url: &str, user: &str) -> anyhow::Result<kube::Client> {
+fn component_client(
+    tls_dir: &Path,
+    server_url: &str,
+    local: &LocalConnector,
+    user: &str,
+) -> anyhow::Result<kube::Client> {
     let text = rudder_apiserver::pki::component_kubeconfig(tls_dir, server_url, user, &[])
         .with_context(|| format!("certificate for {user}"))?;
-    Ok(rudder_client::client_from_kubeconfig_text(&text)?)
+    Ok(rudder_client::client_over(&text, local.clone())?)
 }
 
 /// Runs the enabled components (each under leader election) until `cancel`.
 pub async fn run(
     data_dir: PathBuf,
     server_url: String,
+    local: LocalConnector,
     options: ControlPlaneOptions,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -61,7 +70,7 @@ pub async fn run(
     let identity = identity(&data_dir)?;
     let mut tasks = tokio::task::JoinSet::new();
     if options.scheduler {
-        let client = component_client(&tls, &server_url, "system:kube-scheduler")?;
+        let client = component_client(&tls, &server_url, &local, "system:kube-scheduler")?;
         let elector = LeaderElector::new(
             client.clone(),
             LeaderElectionConfig::new("kube-scheduler", &identity),
@@ -78,7 +87,7 @@ pub async fn run(
         }));
     }
     if options.controller_manager {
-        let client = component_client(&tls, &server_url, "system:kube-controller-manager")?;
+        let client = component_client(&tls, &server_url, &local, "system:kube-controller-manager")?;
         let elector = LeaderElector::new(
             client.clone(),
             LeaderElectionConfig::new("kube-controller-manager", &identity),

@@ -357,7 +357,13 @@ fn main() -> anyhow::Result<()> {
                     };
                     // The leader-election identity exists before the server says it listens.
                     control_plane::identity(&data_dir)?;
-                    let cp = control_plane::run(data_dir.clone(), url.clone(), options, cancel.clone());
+                    let cp = control_plane::run(
+                        data_dir.clone(),
+                        url.clone(),
+                        started.local.clone(),
+                        options,
+                        cancel.clone(),
+                    );
                     control_plane = Some(tokio::spawn(async move {
                         if let Err(e) = cp.await {
                             tracing::error!(error = %e, "scheduler and controller manager not started");
