@@ -265,12 +265,17 @@ pub async fn watch(
             let old_matches = change.old.as_deref().is_some_and(|o| o.matches(&filter));
             let line = match (&change.new, old_matches, new_matches) {
                 (None, true, _) => {
+                    // The last state, at the deletion's revision.
                     let old = change.old.as_ref().expect("matched");
-                    old.value().ok().map(|mut gone| {
-                        object::meta_mut(&mut gone)
-                            .insert("resourceVersion".into(), json!(change.revision.to_string()));
-                        encode("DELETED", &gone, &mut first_table)
-                    })
+                    let revision = change.revision.to_string();
+                    match crate::raw_json::with_resource_version(old.json(), &revision) {
+                        Some(gone) if form == Form::Object => Some(event_line("DELETED", &gone)),
+                        _ => old.value().ok().map(|mut gone| {
+                            object::meta_mut(&mut gone)
+                                .insert("resourceVersion".into(), json!(revision));
+                            encode("DELETED", &gone, &mut first_table)
+                        }),
+                    }
                 }
                 (None, false, _) | (Some(_), false, false) => None,
                 (Some(new), old_matches, new_matches) => {
@@ -279,7 +284,7 @@ pub async fn watch(
                         (true, true) => "MODIFIED",
                         (true, false) => "DELETED",
                     };
-                    // Serialized once for all watchers of this change (tables are per
+                    // The same bytes for every watcher of this change (tables are per
                     // watcher: the first one carries the column definitions).
                     match form {
                         Form::Object => change.new_json().map(|j| event_line(event_type, j)),
@@ -345,6 +350,80 @@ mod tests {
         let recent =
             Query { watch: true, resource_version: Some("5".into()), ..Default::default() };
         assert!(watch(&reg, &target, &recent, Form::Object).await.is_ok());
+    }
+
+    /// Reads `n` event lines from a watch response: (type, object).
+    async fn lines(response: Response, n: usize) -> Vec<(String, Value)> {
+        use futures::StreamExt;
+        let mut body = response.into_body().into_data_stream();
+        let (mut out, mut text) = (Vec::new(), String::new());
+        while out.len() < n {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+                .await
+                .expect("the watch sends the event")
+                .unwrap()
+                .unwrap();
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+            while let Some(end) = text.find('\n') {
+                let line: Value = serde_json::from_str(&text[..end]).unwrap();
+                text.drain(..=end);
+                out.push((line["type"].as_str().unwrap().to_owned(), line["object"].clone()));
+            }
+        }
+        out
+    }
+
+    /// Events carry the cached bytes as the object; a deletion the last state at the
+    /// deletion's revision; a change that leaves a watcher's selector is DELETED for it; a
+    /// metadata-only watcher gets `PartialObjectMetadata`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_from_cached_objects_in_each_form() {
+        let store: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let reg = Registry {
+            store: store.clone(),
+            clock: Arc::new(SystemClock),
+            cache: WatchCache::new(store.clone()),
+        };
+        let target = parse_target("", "v1", &["namespaces", "default", "configmaps"]).unwrap();
+        let key = "/registry/core/configmaps/default/c";
+        let cm = |app: &str, v: &str| {
+            let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "c", "namespace": "default", "labels": {"app": app}},
+                "data": {"v": v}});
+            object::encode(&body)
+        };
+        let r1 = store.create(key, cm("web", "1")).await.unwrap().mod_revision;
+        let from = |selector: Option<&str>| Query {
+            watch: true,
+            resource_version: Some(r1.to_string()),
+            label_selector: selector.map(str::to_owned),
+            ..Default::default()
+        };
+        let all = watch(&reg, &target, &from(None), Form::Object).await.unwrap();
+        let web = watch(&reg, &target, &from(Some("app=web")), Form::Object).await.unwrap();
+        let meta = watch(&reg, &target, &from(None), Form::Metadata).await.unwrap();
+        let r2 = store.update(key, cm("db", "2"), r1).await.unwrap().mod_revision;
+        let r3 = store.delete(key, None).await.unwrap().revision;
+        let rv = |o: &Value| o["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+
+        let events = lines(all, 2).await;
+        assert_eq!(events[0].0, "MODIFIED");
+        assert_eq!((rv(&events[0].1), &events[0].1["data"]["v"]), (r2.to_string(), &json!("2")));
+        assert_eq!(events[1].0, "DELETED");
+        assert_eq!(rv(&events[1].1), r3.to_string(), "a deletion is at its own revision");
+        assert_eq!(events[1].1["data"]["v"], "2", "with the last state");
+        assert_eq!(events[1].1["metadata"]["labels"]["app"], "db");
+
+        // The label change takes the object out of app=web: DELETED there, at r2.
+        let events = lines(web, 1).await;
+        assert_eq!((events[0].0.as_str(), rv(&events[0].1)), ("DELETED", r2.to_string()));
+
+        let events = lines(meta, 2).await;
+        for (_, o) in &events {
+            assert_eq!(o["kind"], "PartialObjectMetadata");
+            assert!(o.get("data").is_none(), "{o}");
+        }
+        assert_eq!((events[1].0.as_str(), rv(&events[1].1)), ("DELETED", r3.to_string()));
     }
 
     /// A watch from a revision older than the watch cache's start (an informer that listed
