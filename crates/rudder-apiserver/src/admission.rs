@@ -43,11 +43,12 @@ pub async fn pod_priority(
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
     let store_err = |e| ApiError::from_store(e, info, "");
-    let (cached, _) = cache.snapshot(info, &object::prefix(info, None)).await.map_err(store_err)?;
-    let classes = cached.iter().map(|(_, c)| c.value()).collect::<Result<Vec<Value>, _>>()?;
+    let (classes, _) =
+        cache.snapshot(info, &object::prefix(info, None)).await.map_err(store_err)?;
+    // Only the class that applies is decoded.
     let class: Option<Value> = match &class_name {
-        Some(name) => match classes.iter().find(|c| object::name(c) == Some(name.as_str())) {
-            Some(c) => Some(c.clone()),
+        Some(name) => match classes.iter().find(|(_, c)| c.field("metadata.name") == *name) {
+            Some((_, c)) => Some(c.value()?),
             None => match store.get(&object::key(info, None, name)).await.map_err(store_err)? {
                 Some(kv) => Some(decode(&kv)?),
                 None => {
@@ -60,9 +61,11 @@ pub async fn pod_priority(
         // The global default class, if one is marked (the lowest value wins, as upstream).
         None => classes
             .iter()
-            .filter(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true))
-            .min_by_key(|c| c.get("value").and_then(Value::as_i64).unwrap_or(0))
-            .cloned(),
+            .map(|(_, c)| c)
+            .filter(|c| c.field("globalDefault") == "true")
+            .min_by_key(|c| c.field("value").parse::<i64>().unwrap_or(0))
+            .map(|c| c.value())
+            .transpose()?,
     };
     let (priority, policy, resolved_name) = match &class {
         Some(c) => (
