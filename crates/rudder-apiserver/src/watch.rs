@@ -432,7 +432,6 @@ mod tests {
     /// of its own left once it has caught up.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_older_revision_is_bridged_from_the_store_to_the_cache() {
-        use futures::StreamExt;
         use rudder_store::{SqliteConfig, SqliteStorage};
 
         let dir = tempfile::tempdir().unwrap();
@@ -468,23 +467,13 @@ mod tests {
         let response = watch(&reg, &target, &from, Form::Object).await.unwrap();
         let r3 = put("c", "3").await;
         let r4 = put("b", "4").await;
-        let mut body = response.into_body().into_data_stream();
-        let mut seen = Vec::new();
-        let mut text = String::new();
-        while seen.len() < 4 {
-            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
-                .await
-                .expect("the watch sends every change")
-                .unwrap()
-                .unwrap();
-            text.push_str(std::str::from_utf8(&chunk).unwrap());
-            while let Some(end) = text.find('\n') {
-                let line: Value = serde_json::from_str(&text[..end]).unwrap();
-                text.drain(..=end);
-                let rv = line["object"]["metadata"]["resourceVersion"].as_str().unwrap();
-                seen.push((line["type"].as_str().unwrap().to_owned(), rv.parse::<i64>().unwrap()));
-            }
-        }
+        let seen: Vec<(String, i64)> = lines(response, 4)
+            .await
+            .into_iter()
+            .map(|(t, o)| {
+                (t, o["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap())
+            })
+            .collect();
         let expected = [("ADDED", r1), ("MODIFIED", r2), ("ADDED", r3), ("MODIFIED", r4)];
         assert_eq!(seen, expected.map(|(t, r)| (t.to_owned(), r)));
         assert_eq!(sqlite.watcher_count(), 1, "only the cache's own store watch is left");
