@@ -17,6 +17,9 @@ const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seeds")
 /// Short node-failure settings so the test sees eviction in seconds.
 const FAST_NODE_FAILURE: &[&str] =
     &["--node-monitor-grace-period", "3s", "--default-toleration-seconds", "1"];
+/// Lease renewals well inside that 3 s grace period (the simulator's default is a kubelet's
+/// 10 s, which would let healthy nodes go Unknown between renewals).
+const FAST_HEARTBEAT: &[&str] = &["--heartbeat-interval", "1s"];
 
 fn json(server: &Server, args: &[&str]) -> Value {
     let mut all = args.to_vec();
@@ -226,8 +229,10 @@ fn seed_deployment_scales_rolls_out_rolls_back_and_pauses() {
 #[test]
 fn pods_are_replaced_when_deleted_and_when_their_node_fails() {
     let server = Server::start_args(FAST_NODE_FAILURE);
-    let _steady = Sim::start(&server, &["--count", "2", "--prefix", "steady"]);
-    let flaky = Sim::start(&server, &["--count", "1", "--prefix", "flaky"]);
+    let _steady =
+        Sim::start(&server, &[&["--count", "2", "--prefix", "steady"], FAST_HEARTBEAT].concat());
+    let flaky =
+        Sim::start(&server, &[&["--count", "1", "--prefix", "flaky"], FAST_HEARTBEAT].concat());
     server.kubectl(&["create", "deployment", "web", "--image=busybox", "--replicas=6"]);
     rollout_status(&server, "deployment/web");
     let before = pods(&server, "app=web");
@@ -259,7 +264,8 @@ fn pods_are_replaced_when_deleted_and_when_their_node_fails() {
     });
 
     // Back on: Ready again.
-    let _flaky = Sim::start(&server, &["--count", "1", "--prefix", "flaky"]);
+    let _flaky =
+        Sim::start(&server, &[&["--count", "1", "--prefix", "flaky"], FAST_HEARTBEAT].concat());
     eventually("flaky-0 Ready", || {
         let nodes = server.kubectl(&["get", "nodes", "flaky-0", "--no-headers"]);
         nodes.split_whitespace().nth(1).is_some_and(|s| s == "Ready").then_some(())
